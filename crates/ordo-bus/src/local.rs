@@ -1,0 +1,273 @@
+//! The in-process bus of the embedded mode.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::join_all;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, warn};
+
+use crate::{BusError, DeadLetter, DeadLetterStore, Envelope, NewDeadLetter, Publisher, RetryPolicy};
+
+/// Why a handler could not apply an event; the event is retried.
+#[derive(Debug)]
+pub struct HandlerError(anyhow::Error);
+
+impl<E: Into<anyhow::Error>> From<E> for HandlerError {
+    fn from(err: E) -> Self {
+        Self(err.into())
+    }
+}
+
+impl std::fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+/// A consumer's reaction to one event. It must be idempotent by way of the
+/// inbox: the same event may be handed over more than once.
+#[async_trait::async_trait]
+pub trait Handler: Send + Sync + 'static {
+    async fn handle(&self, event: &Envelope) -> Result<(), HandlerError>;
+}
+
+/// A named, durable subscriber: its name is the inbox key and the
+/// dead-letter owner, so it must stay stable across releases.
+#[derive(Clone)]
+pub struct Consumer {
+    pub name: String,
+    /// Event types (`order.created.v1`) it reacts to.
+    pub event_types: Vec<String>,
+    pub handler: Arc<dyn Handler>,
+    /// Deliveries to this consumer running at once.
+    pub concurrency: usize,
+}
+
+impl Consumer {
+    pub fn new(name: impl Into<String>, event_types: &[&str], handler: Arc<dyn Handler>) -> Self {
+        Self {
+            name: name.into(),
+            event_types: event_types.iter().map(|t| (*t).to_owned()).collect(),
+            handler,
+            concurrency: 64,
+        }
+    }
+}
+
+/// Counters of what the bus did, read by the metrics endpoint.
+#[derive(Debug, Default)]
+pub struct BusStats {
+    pub delivered: AtomicU64,
+    pub failed_attempts: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub replayed: AtomicU64,
+}
+
+struct Slot {
+    consumer: Consumer,
+    permits: Semaphore,
+}
+
+struct Inner {
+    slots: Vec<Slot>,
+    by_type: HashMap<String, Vec<usize>>,
+    dead_letters: Arc<dyn DeadLetterStore>,
+    policy: RetryPolicy,
+    stop: CancellationToken,
+    stats: Arc<BusStats>,
+    replay_wake: Notify,
+}
+
+/// Delivers each published event to every consumer subscribed to its type,
+/// retrying with backoff and parking it in the dead-letter store after the
+/// last attempt. `publish` resolves once every consumer has handled or
+/// parked the event, which is when the relay may mark the outbox row.
+#[derive(Clone)]
+pub struct LocalBus {
+    inner: Arc<Inner>,
+}
+
+impl LocalBus {
+    /// `stop` cancels deliveries waiting for a retry (they are delivered
+    /// again from the outbox on the next start).
+    pub fn new(
+        consumers: Vec<Consumer>,
+        dead_letters: Arc<dyn DeadLetterStore>,
+        policy: RetryPolicy,
+        stop: CancellationToken,
+    ) -> Self {
+        let mut by_type: HashMap<String, Vec<usize>> = HashMap::new();
+        for (index, consumer) in consumers.iter().enumerate() {
+            for event_type in &consumer.event_types {
+                by_type.entry(event_type.clone()).or_default().push(index);
+            }
+        }
+        let slots = consumers
+            .into_iter()
+            .map(|consumer| Slot {
+                permits: Semaphore::new(consumer.concurrency.max(1)),
+                consumer,
+            })
+            .collect();
+        Self {
+            inner: Arc::new(Inner {
+                slots,
+                by_type,
+                dead_letters,
+                policy,
+                stop,
+                stats: Arc::default(),
+                replay_wake: Notify::new(),
+            }),
+        }
+    }
+
+    pub fn stats(&self) -> Arc<BusStats> {
+        self.inner.stats.clone()
+    }
+
+    pub fn consumer_names(&self) -> Vec<String> {
+        self.inner
+            .slots
+            .iter()
+            .map(|s| s.consumer.name.clone())
+            .collect()
+    }
+
+    /// Wakes the replayer now rather than at its next check.
+    pub fn wake_replayer(&self) {
+        self.inner.replay_wake.notify_one();
+    }
+
+    /// Delivers dead letters an operator asked to replay, until `stop`.
+    ///
+    /// A replay can be requested from another process (`ordo dlq replay`)
+    /// that has no way to signal this one, so besides being woken the
+    /// replayer looks at the store every `interval`.
+    pub async fn run_replayer(self, interval: Duration) {
+        let inner = &self.inner;
+        loop {
+            match inner.dead_letters.replay_requests().await {
+                Ok(letters) => {
+                    for letter in letters {
+                        self.replay(letter).await;
+                    }
+                }
+                Err(err) => warn!(error = %err, "could not read dead-letter replay requests"),
+            }
+            tokio::select! {
+                () = inner.stop.cancelled() => return,
+                () = inner.replay_wake.notified() => {}
+                () = tokio::time::sleep(interval) => {}
+            }
+        }
+    }
+
+    async fn replay(&self, letter: DeadLetter) {
+        let Some(slot) = self
+            .inner
+            .slots
+            .iter()
+            .find(|s| s.consumer.name == letter.consumer)
+        else {
+            // Another process hosts this consumer.
+            return;
+        };
+        match self.inner.deliver(slot, &letter.envelope).await {
+            Ok(true) => {
+                self.inner.stats.replayed.fetch_add(1, Ordering::Relaxed);
+                if let Err(err) = self.inner.dead_letters.mark_replayed(&letter.id).await {
+                    warn!(error = %err, id = %letter.id, "could not mark a dead letter replayed");
+                }
+            }
+            // Parked again, with its new error and attempts.
+            Ok(false) => {}
+            Err(err) => debug!(error = %err, "replay interrupted"),
+        }
+    }
+}
+
+impl Inner {
+    /// `Ok(true)` when handled, `Ok(false)` when parked as a dead letter.
+    async fn deliver(&self, slot: &Slot, event: &Envelope) -> Result<bool, BusError> {
+        let consumer = &slot.consumer;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let outcome = {
+                let _permit = slot
+                    .permits
+                    .acquire()
+                    .await
+                    .map_err(|_| BusError::ShuttingDown)?;
+                AssertUnwindSafe(consumer.handler.handle(event))
+                    .catch_unwind()
+                    .await
+            };
+            let error = match outcome {
+                Ok(Ok(())) => {
+                    self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+                    return Ok(true);
+                }
+                Ok(Err(err)) => err.to_string(),
+                Err(panic) => panic_message(&panic),
+            };
+            self.stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
+            if attempt >= self.policy.max_attempts {
+                error!(consumer = %consumer.name, event_id = %event.id, event_type = %event.event_type,
+                    attempts = attempt, %error, "event dead-lettered");
+                self.dead_letters
+                    .park(NewDeadLetter {
+                        consumer: consumer.name.clone(),
+                        envelope: event.clone(),
+                        error,
+                        attempts: attempt,
+                    })
+                    .await
+                    .map_err(|e| BusError::Other(e.into()))?;
+                self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                return Ok(false);
+            }
+            warn!(consumer = %consumer.name, event_id = %event.id, event_type = %event.event_type,
+                attempt, %error, "event handling failed; will retry");
+            tokio::select! {
+                () = tokio::time::sleep(self.policy.delay(attempt)) => {}
+                () = self.stop.cancelled() => return Err(BusError::ShuttingDown),
+            }
+        }
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    let text = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned());
+    format!("handler panicked: {text}")
+}
+
+#[async_trait::async_trait]
+impl Publisher for LocalBus {
+    async fn publish(&self, event: &Envelope) -> Result<(), BusError> {
+        let Some(indexes) = self.inner.by_type.get(&event.event_type) else {
+            return Ok(());
+        };
+        let results = join_all(
+            indexes
+                .iter()
+                .map(|&i| self.inner.deliver(&self.inner.slots[i], event)),
+        )
+        .await;
+        for result in results {
+            result?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,15 @@
+//! The shared kernel: the few value types every bounded context speaks in.
+//!
+//! Everything here is pure and validated at construction: an `OrderId` that
+//! exists is well-formed, a `Currency` is three upper-case letters, a
+//! `Quantity` is within bounds. Past the edge, invalid values cannot exist.
+
+pub mod clock;
+pub mod error;
+pub mod ids;
+pub mod money;
+
+pub use clock::{Clock, IdGen, SystemClock, UlidGen};
+pub use error::StoreError;
+pub use ids::{ClientId, EventId, OrderId, ProductId};
+pub use money::{Currency, Quantity};
