@@ -58,6 +58,9 @@ pub struct Envelope {
     /// change), so a consumer can tell an early event from a late one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sequence: Option<i64>,
+    /// Who caused the event: a client id, or `system:<service>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
     pub data: Box<RawValue>,
 }
 
@@ -81,8 +84,14 @@ impl Envelope {
             correlationid: context.correlation_id.clone(),
             causationid: context.causation_id.clone(),
             sequence,
+            actor: None,
             data: serde_json::value::to_raw_value(payload)?,
         })
+    }
+
+    pub fn with_actor(mut self, actor: impl Into<String>) -> Self {
+        self.actor = Some(actor.into());
+        self
     }
 
     pub fn is<E: EventPayload>(&self) -> bool {

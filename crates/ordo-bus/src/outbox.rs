@@ -29,4 +29,7 @@ pub trait OutboxStore: Send + Sync + 'static {
     async fn release(&self, seqs: &[i64]);
     /// Rows committed but not yet published.
     async fn backlog(&self) -> Result<u64, StoreError>;
+    /// Every event still held about `subject`, published or not, in outbox
+    /// order (published rows are kept for a retention period).
+    async fn events_for_subject(&self, subject: &str) -> Result<Vec<Envelope>, StoreError>;
 }

@@ -65,27 +65,6 @@ impl SqliteOutbox {
         }
     }
 
-    /// Every event the outbox holds about `subject`, published or not, in
-    /// outbox order.
-    pub async fn events_for_subject(&self, subject: &str) -> Result<Vec<Envelope>, StoreError> {
-        let subject = subject.to_owned();
-        self.db
-            .read(move |conn| {
-                let mut stmt = conn
-                    .prepare_cached("SELECT envelope FROM outbox WHERE subject = ?1 ORDER BY seq")
-                    .map_err(store_error)?;
-                let rows = stmt
-                    .query_map([subject], |row| row.get::<_, String>(0))
-                    .map_err(store_error)?;
-                rows.map(|json| {
-                    let json = json.map_err(store_error)?;
-                    serde_json::from_str(&json).map_err(|e| StoreError::Other(e.into()))
-                })
-                .collect()
-            })
-            .await
-    }
-
     /// The event with this id, if the outbox holds it.
     pub async fn event(&self, event_id: &str) -> Result<Option<Envelope>, StoreError> {
         let event_id = event_id.to_owned();
@@ -180,6 +159,25 @@ impl OutboxStore for SqliteOutbox {
         for seq in seqs {
             leased.remove(seq);
         }
+    }
+
+    async fn events_for_subject(&self, subject: &str) -> Result<Vec<Envelope>, StoreError> {
+        let subject = subject.to_owned();
+        self.db
+            .read(move |conn| {
+                let mut stmt = conn
+                    .prepare_cached("SELECT envelope FROM outbox WHERE subject = ?1 ORDER BY seq")
+                    .map_err(store_error)?;
+                let rows = stmt
+                    .query_map([subject], |row| row.get::<_, String>(0))
+                    .map_err(store_error)?;
+                rows.map(|json| {
+                    let json = json.map_err(store_error)?;
+                    serde_json::from_str(&json).map_err(|e| StoreError::Other(e.into()))
+                })
+                .collect()
+            })
+            .await
     }
 
     async fn backlog(&self) -> Result<u64, StoreError> {

@@ -1,0 +1,180 @@
+use chrono::{DateTime, Utc};
+use ordo_http::Role;
+use ordo_http::auth::SigningKey;
+use ordo_kernel::{ClientId, StoreError};
+use ordo_sqlite::{Database, Migration, MigrationSet, store_error, time};
+use rusqlite::{Row, params};
+
+pub const MIGRATIONS: MigrationSet = MigrationSet {
+    name: "auth",
+    migrations: &[Migration {
+        version: 1,
+        name: "api clients and signing keys",
+        sql: include_str!("../migrations/0001_clients.sql"),
+    }],
+};
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiClient {
+    pub id: ClientId,
+    pub name: String,
+    pub role: Role,
+    pub secret_hash: String,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl std::fmt::Debug for ApiClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiClient")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .field("revoked_at", &self.revoked_at)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait::async_trait]
+pub trait ClientStore: Send + Sync + 'static {
+    async fn insert(&self, client: ApiClient) -> Result<(), StoreError>;
+    async fn get(&self, id: ClientId) -> Result<ApiClient, StoreError>;
+    async fn list(&self) -> Result<Vec<ApiClient>, StoreError>;
+    /// Revokes a client; revoking twice keeps the first time.
+    async fn revoke(&self, id: ClientId, at: DateTime<Utc>) -> Result<ApiClient, StoreError>;
+    async fn count(&self) -> Result<u64, StoreError>;
+    /// Every signing key, oldest first.
+    async fn signing_keys(&self) -> Result<Vec<SigningKey>, StoreError>;
+    async fn add_signing_key(&self, key: SigningKey, at: DateTime<Utc>) -> Result<(), StoreError>;
+}
+
+pub struct SqliteClientStore {
+    db: Database,
+}
+
+impl SqliteClientStore {
+    pub fn new(db: Database) -> Self {
+        Self { db }
+    }
+}
+
+const COLUMNS: &str = "id, name, role, secret_hash, created_at, revoked_at";
+
+fn from_row(row: &Row<'_>) -> rusqlite::Result<(String, String, String, String, String, Option<String>)> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?))
+}
+
+fn to_client(raw: (String, String, String, String, String, Option<String>)) -> Result<ApiClient, StoreError> {
+    let (id, name, role, secret_hash, created_at, revoked_at) = raw;
+    let bad = |what: &str| StoreError::Other(anyhow::anyhow!("bad {what} in api_clients"));
+    Ok(ApiClient {
+        id: ClientId::parse(&id).map_err(|_| bad("id"))?,
+        name,
+        role: Role::parse(&role).ok_or_else(|| bad("role"))?,
+        secret_hash,
+        created_at: time::from_sql(&created_at)?,
+        revoked_at: revoked_at.as_deref().map(time::from_sql).transpose()?,
+    })
+}
+
+#[async_trait::async_trait]
+impl ClientStore for SqliteClientStore {
+    async fn insert(&self, client: ApiClient) -> Result<(), StoreError> {
+        self.db
+            .write(move |tx| {
+                tx.execute(
+                    "INSERT INTO api_clients (id, name, role, secret_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![
+                        client.id.to_string(),
+                        client.name,
+                        client.role.as_str(),
+                        client.secret_hash,
+                        time::to_sql(client.created_at)
+                    ],
+                )
+                .map_err(store_error)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn get(&self, id: ClientId) -> Result<ApiClient, StoreError> {
+        let raw = self
+            .db
+            .read(move |conn| {
+                conn.prepare_cached(&format!("SELECT {COLUMNS} FROM api_clients WHERE id = ?1"))
+                    .and_then(|mut s| s.query_row([id.to_string()], from_row))
+                    .map_err(store_error)
+            })
+            .await?;
+        to_client(raw)
+    }
+
+    async fn list(&self) -> Result<Vec<ApiClient>, StoreError> {
+        let rows = self
+            .db
+            .read(|conn| {
+                let mut stmt = conn
+                    .prepare_cached(&format!("SELECT {COLUMNS} FROM api_clients ORDER BY id"))
+                    .map_err(store_error)?;
+                let rows = stmt.query_map([], from_row).map_err(store_error)?;
+                rows.collect::<Result<Vec<_>, _>>().map_err(store_error)
+            })
+            .await?;
+        rows.into_iter().map(to_client).collect()
+    }
+
+    async fn revoke(&self, id: ClientId, at: DateTime<Utc>) -> Result<ApiClient, StoreError> {
+        let changed = self
+            .db
+            .write(move |tx| {
+                tx.execute(
+                    "UPDATE api_clients SET revoked_at = coalesce(revoked_at, ?2) WHERE id = ?1",
+                    params![id.to_string(), time::to_sql(at)],
+                )
+                .map_err(store_error)
+            })
+            .await?;
+        if changed == 0 {
+            return Err(StoreError::NotFound);
+        }
+        self.get(id).await
+    }
+
+    async fn count(&self) -> Result<u64, StoreError> {
+        self.db
+            .read(|conn| {
+                conn.query_row("SELECT count(*) FROM api_clients", [], |r| r.get::<_, i64>(0))
+                    .map(|n| u64::try_from(n).unwrap_or(0))
+                    .map_err(store_error)
+            })
+            .await
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<SigningKey>, StoreError> {
+        self.db
+            .read(|conn| {
+                let mut stmt = conn
+                    .prepare_cached("SELECT kid, secret FROM signing_keys ORDER BY created_at, kid")
+                    .map_err(store_error)?;
+                let rows = stmt
+                    .query_map([], |r| Ok(SigningKey { kid: r.get(0)?, secret: r.get(1)? }))
+                    .map_err(store_error)?;
+                rows.collect::<Result<_, _>>().map_err(store_error)
+            })
+            .await
+    }
+
+    async fn add_signing_key(&self, key: SigningKey, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.db
+            .write(move |tx| {
+                tx.execute(
+                    "INSERT INTO signing_keys (kid, secret, created_at) VALUES (?1, ?2, ?3)",
+                    params![key.kid, key.secret, time::to_sql(at)],
+                )
+                .map_err(store_error)?;
+                Ok(())
+            })
+            .await
+    }
+}

@@ -1,0 +1,508 @@
+//! The orders HTTP API.
+
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use ordo_bus::EventContext;
+use ordo_events::Address;
+use ordo_http::idempotency::IdempotencyKey;
+use ordo_http::{ApiError, FieldError, Json, Principal, Query, RequestId};
+use ordo_kernel::{ClientId, Currency, OrderId, ProductId, Quantity};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::domain::{Order, OrderStatus, PricingError, RequestedLine};
+use crate::service::{NewOrder, OrderError, OrdersService};
+use crate::store::{OrderFilter, TimelineEntry};
+
+/// Lines an order may hold.
+pub const MAX_LINES: usize = 100;
+/// The largest page a list returns.
+pub const MAX_PAGE: u32 = 200;
+
+#[derive(Clone)]
+pub struct OrdersState {
+    pub service: Arc<OrdersService>,
+}
+
+/// Routes that create: they wear the idempotency layer.
+pub fn create_router(state: OrdersState) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(create_order))
+        .routes(routes!(cancel_order))
+        .with_state(state)
+}
+
+pub fn router(state: OrdersState) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(list_orders))
+        .routes(routes!(get_order))
+        .routes(routes!(get_timeline))
+        .with_state(state)
+}
+
+impl From<OrderError> for ApiError {
+    fn from(err: OrderError) -> Self {
+        match err {
+            OrderError::Pricing(errors) => ApiError::validation(errors.iter().map(pricing_field).collect()),
+            OrderError::NotFound => ApiError::not_found("no such order"),
+            OrderError::Forbidden(why) => ApiError::Forbidden(why.to_owned()),
+            OrderError::Transition(t) => ApiError::Conflict {
+                slug: "invalid-transition",
+                detail: format!("the order is {}: it can no longer become {}", t.from, t.to),
+            },
+            OrderError::Store(e) => e.into(),
+            OrderError::Other(e) => ApiError::Internal(e),
+        }
+    }
+}
+
+fn pricing_field(err: &PricingError) -> FieldError {
+    let (line, message) = match err {
+        PricingError::UnknownProduct { line } => (line, "no such product"),
+        PricingError::Unavailable { line } => (line, "is not available"),
+        PricingError::Duplicate { line } => (line, "appears more than once; order a larger quantity instead"),
+        PricingError::MixedCurrencies { line } => (line, "is priced in another currency than the rest of the order"),
+    };
+    FieldError::new(format!("items[{line}].product_id"), message)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateOrderRequest {
+    items: Vec<LineRequest>,
+    shipping_address: AddressRequest,
+    payment: PaymentRequest,
+    /// Free JSON object kept with the order.
+    #[serde(default)]
+    attributes: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LineRequest {
+    #[schema(example = "prd_01JC0000000000000000000000")]
+    product_id: String,
+    #[schema(minimum = 1, maximum = 10000)]
+    quantity: i64,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddressRequest {
+    name: String,
+    line1: String,
+    #[serde(default)]
+    line2: Option<String>,
+    city: String,
+    postal_code: String,
+    /// ISO 3166-1 alpha-2.
+    #[schema(example = "DE")]
+    country: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentRequest {
+    /// A payment token from the gateway (simulator: `tok_visa`).
+    token: String,
+}
+
+fn text(errors: &mut Vec<FieldError>, field: &str, value: &str, max: usize) -> String {
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        errors.push(FieldError::new(field, "must not be empty"));
+    } else if trimmed.chars().count() > max {
+        errors.push(FieldError::new(field, format!("must be at most {max} characters")));
+    } else if trimmed.chars().any(char::is_control) {
+        errors.push(FieldError::new(field, "must not contain control characters"));
+    }
+    trimmed.to_owned()
+}
+
+impl CreateOrderRequest {
+    /// Validates the shape of the request: everything but the catalog.
+    fn validate(self) -> Result<NewOrder, ApiError> {
+        let mut errors = Vec::new();
+        if self.items.is_empty() {
+            errors.push(FieldError::new("items", "must hold at least one line"));
+        }
+        if self.items.len() > MAX_LINES {
+            errors.push(FieldError::new("items", format!("must hold at most {MAX_LINES} lines")));
+        }
+        let mut lines = Vec::with_capacity(self.items.len());
+        for (i, line) in self.items.iter().enumerate() {
+            let product = ProductId::parse(&line.product_id);
+            let quantity = Quantity::new(line.quantity);
+            if product.is_err() {
+                errors.push(FieldError::new(format!("items[{i}].product_id"), "is not a product id (prd_…)"));
+            }
+            if let Err(e) = &quantity {
+                errors.push(FieldError::new(format!("items[{i}].quantity"), e.to_string()));
+            }
+            if let (Ok(product_id), Ok(quantity)) = (product, quantity) {
+                lines.push(RequestedLine { product_id, quantity });
+            }
+        }
+        let a = &self.shipping_address;
+        let address = Address {
+            name: text(&mut errors, "shipping_address.name", &a.name, 200),
+            line1: text(&mut errors, "shipping_address.line1", &a.line1, 200),
+            line2: a
+                .line2
+                .as_deref()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| text(&mut errors, "shipping_address.line2", l, 200)),
+            city: text(&mut errors, "shipping_address.city", &a.city, 100),
+            postal_code: text(&mut errors, "shipping_address.postal_code", &a.postal_code, 20),
+            country: a.country.trim().to_owned(),
+        };
+        if !(address.country.len() == 2 && address.country.bytes().all(|b| b.is_ascii_uppercase())) {
+            errors.push(FieldError::new(
+                "shipping_address.country",
+                "must be an ISO 3166-1 alpha-2 code such as DE",
+            ));
+        }
+        let token = self.payment.token.trim().to_owned();
+        if token.is_empty() || token.len() > 200 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            errors.push(FieldError::new("payment.token", "must be 1 to 200 visible ASCII characters"));
+        }
+        let attributes = self.attributes.unwrap_or_else(|| serde_json::json!({}));
+        if !attributes.is_object() {
+            errors.push(FieldError::new("attributes", "must be a JSON object"));
+        } else if attributes.to_string().len() > 16 * 1024 {
+            errors.push(FieldError::new("attributes", "must be at most 16 KiB"));
+        }
+        if errors.is_empty() {
+            Ok(NewOrder {
+                lines,
+                shipping_address: address,
+                payment_token: token,
+                attributes,
+            })
+        } else {
+            Err(ApiError::validation(errors))
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderItemView {
+    product_id: ProductId,
+    sku: String,
+    name: String,
+    seller_id: ClientId,
+    quantity: u32,
+    #[schema(value_type = String, example = "19.99")]
+    unit_price: String,
+    #[schema(value_type = String, example = "39.98")]
+    line_total: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AddressView {
+    name: String,
+    line1: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    line2: Option<String>,
+    city: String,
+    postal_code: String,
+    country: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderView {
+    id: OrderId,
+    /// pending, confirmed, paid, shipped, delivered or cancelled.
+    #[schema(example = "pending")]
+    status: &'static str,
+    /// When cancelled: out_of_stock, payment_failed, reservation_expired,
+    /// customer_cancelled, admin_cancelled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cancellation_reason: Option<String>,
+    customer_id: ClientId,
+    #[schema(value_type = String, example = "39.98")]
+    total: String,
+    currency: Currency,
+    market: String,
+    items: Vec<OrderItemView>,
+    shipping_address: AddressView,
+    attributes: serde_json::Value,
+    version: i64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<Order> for OrderView {
+    fn from(o: Order) -> Self {
+        let c = o.currency;
+        Self {
+            id: o.id,
+            status: o.status.as_str(),
+            cancellation_reason: o.cancellation_reason,
+            customer_id: o.customer_id,
+            total: c.format(o.total),
+            currency: c,
+            market: o.market,
+            items: o
+                .items
+                .into_iter()
+                .map(|i| OrderItemView {
+                    product_id: i.product_id,
+                    sku: i.sku,
+                    name: i.name,
+                    seller_id: i.seller_id,
+                    quantity: i.quantity.get(),
+                    unit_price: c.format(i.unit_price),
+                    line_total: c.format(i.line_total),
+                })
+                .collect(),
+            shipping_address: AddressView {
+                name: o.shipping_address.name,
+                line1: o.shipping_address.line1,
+                line2: o.shipping_address.line2,
+                city: o.shipping_address.city,
+                postal_code: o.shipping_address.postal_code,
+                country: o.shipping_address.country,
+            },
+            attributes: o.attributes,
+            version: o.version,
+            created_at: o.created_at,
+            updated_at: o.updated_at,
+        }
+    }
+}
+
+fn parse_order_id(id: &str) -> Result<OrderId, ApiError> {
+    // A malformed id names no order: the same answer as an unknown one.
+    OrderId::parse(id).map_err(|_| ApiError::not_found("no such order"))
+}
+
+/// Place an order. Prices come from the catalog; the saga takes it from
+/// `pending`. With `Idempotency-Key`, a retry returns the first response.
+#[utoipa::path(post, path = "/v1/orders", tag = "orders", request_body = CreateOrderRequest,
+    security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "makes a retry safe; kept 24 h")),
+    responses(
+        (status = 201, body = OrderView, headers(("Location" = String))),
+        (status = 400, body = ordo_http::Problem, content_type = "application/problem+json"),
+        (status = 409, body = ordo_http::Problem, content_type = "application/problem+json"),
+        (status = 413, body = ordo_http::Problem, content_type = "application/problem+json"),
+        (status = 422, body = ordo_http::Problem, content_type = "application/problem+json"),
+    ))]
+async fn create_order(
+    State(state): State<OrdersState>,
+    principal: Principal,
+    RequestId(request_id): RequestId,
+    key: Option<Extension<IdempotencyKey>>,
+    Json(body): Json<CreateOrderRequest>,
+) -> Result<Response, ApiError> {
+    let new = body.validate()?;
+    let context = EventContext::from_request(request_id);
+    let (order, _created) = state
+        .service
+        .create(&principal, new, &context, key.map(|Extension(k)| k.0))
+        .await?;
+    let location = format!("/v1/orders/{}", order.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        axum::Json(OrderView::from(order)),
+    )
+        .into_response())
+}
+
+/// One order.
+#[utoipa::path(get, path = "/v1/orders/{id}", tag = "orders", params(("id" = String, Path)),
+    security(("bearer" = [])),
+    responses((status = 200, body = OrderView), (status = 404, body = ordo_http::Problem)))]
+async fn get_order(
+    State(state): State<OrdersState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<axum::Json<OrderView>, ApiError> {
+    let order = state.service.get(&principal, parse_order_id(&id)?).await?;
+    Ok(axum::Json(order.into()))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// pending, confirmed, paid, shipped, delivered or cancelled.
+    status: Option<String>,
+    /// A customer's client id (admin).
+    customer: Option<String>,
+    /// A seller's client id (admin).
+    seller: Option<String>,
+    /// Created at or after this instant (RFC 3339).
+    created_from: Option<String>,
+    /// Created before this instant (RFC 3339).
+    created_to: Option<String>,
+    /// Page size, 1 to 200 (default 50).
+    limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderPage {
+    items: Vec<OrderView>,
+    next_cursor: Option<String>,
+}
+
+fn instant(errors: &mut Vec<FieldError>, field: &str, value: Option<&str>) -> Option<DateTime<Utc>> {
+    let value = value?;
+    match DateTime::parse_from_rfc3339(value) {
+        Ok(t) => Some(t.with_timezone(&Utc)),
+        Err(_) => {
+            errors.push(FieldError::new(field, "must be an RFC 3339 timestamp"));
+            None
+        }
+    }
+}
+
+fn client(errors: &mut Vec<FieldError>, field: &str, value: Option<&str>) -> Option<ClientId> {
+    let value = value?;
+    match ClientId::parse(value) {
+        Ok(id) => Some(id),
+        Err(_) => {
+            errors.push(FieldError::new(field, "is not a client id (cli_…)"));
+            None
+        }
+    }
+}
+
+impl ListQuery {
+    fn filter(&self) -> Result<(OrderFilter, usize), ApiError> {
+        let mut errors = Vec::new();
+        let status = self.status.as_deref().and_then(|s| {
+            let parsed = OrderStatus::parse(s);
+            if parsed.is_none() {
+                errors.push(FieldError::new(
+                    "status",
+                    "must be one of pending, confirmed, paid, shipped, delivered, cancelled",
+                ));
+            }
+            parsed
+        });
+        let before = self.cursor.as_deref().and_then(|c| {
+            let decoded = URL_SAFE_NO_PAD
+                .decode(c)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .and_then(|s| OrderId::parse(&s).ok());
+            if decoded.is_none() {
+                errors.push(FieldError::new("cursor", "is not a cursor this API issued"));
+            }
+            decoded
+        });
+        let filter = OrderFilter {
+            status,
+            customer: client(&mut errors, "customer", self.customer.as_deref()),
+            seller: client(&mut errors, "seller", self.seller.as_deref()),
+            created_from: instant(&mut errors, "created_from", self.created_from.as_deref()),
+            created_to: instant(&mut errors, "created_to", self.created_to.as_deref()),
+            before,
+        };
+        if self.limit == Some(0) {
+            errors.push(FieldError::new("limit", format!("must be from 1 to {MAX_PAGE}")));
+        }
+        if !errors.is_empty() {
+            return Err(ApiError::validation(errors));
+        }
+        Ok((filter, self.limit.unwrap_or(50).min(MAX_PAGE) as usize))
+    }
+}
+
+/// Orders the caller may see, newest first, a page at a time.
+#[utoipa::path(get, path = "/v1/orders", tag = "orders", params(ListQuery), security(("bearer" = [])),
+    responses((status = 200, body = OrderPage), (status = 422, body = ordo_http::Problem)))]
+async fn list_orders(
+    State(state): State<OrdersState>,
+    principal: Principal,
+    Query(query): Query<ListQuery>,
+) -> Result<axum::Json<OrderPage>, ApiError> {
+    let (filter, limit) = query.filter()?;
+    let mut orders = state.service.list(&principal, filter, limit + 1).await?;
+    let next_cursor = if orders.len() > limit {
+        orders.truncate(limit);
+        orders.last().map(|o| URL_SAFE_NO_PAD.encode(o.id.to_string()))
+    } else {
+        None
+    };
+    Ok(axum::Json(OrderPage {
+        items: orders.into_iter().map(OrderView::from).collect(),
+        next_cursor,
+    }))
+}
+
+/// Cancel an order before it ships: stock and money are given back.
+#[utoipa::path(post, path = "/v1/orders/{id}/cancel", tag = "orders", params(("id" = String, Path)),
+    security(("bearer" = [])),
+    responses((status = 200, body = OrderView), (status = 404, body = ordo_http::Problem),
+        (status = 409, body = ordo_http::Problem)))]
+async fn cancel_order(
+    State(state): State<OrdersState>,
+    principal: Principal,
+    RequestId(request_id): RequestId,
+    Path(id): Path<String>,
+) -> Result<axum::Json<OrderView>, ApiError> {
+    let context = EventContext::from_request(request_id);
+    let order = state.service.cancel(&principal, parse_order_id(&id)?, &context).await?;
+    Ok(axum::Json(order.into()))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TimelineEntryView {
+    seq: i64,
+    #[serde(rename = "type")]
+    #[schema(example = "order.created")]
+    event_type: String,
+    at: DateTime<Utc>,
+    actor: Option<String>,
+    correlation_id: String,
+    event_id: String,
+    data: serde_json::Value,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Timeline {
+    items: Vec<TimelineEntryView>,
+}
+
+impl From<TimelineEntry> for TimelineEntryView {
+    fn from(e: TimelineEntry) -> Self {
+        Self {
+            seq: e.seq,
+            event_type: e.event_type,
+            at: e.at,
+            actor: e.actor,
+            correlation_id: e.correlation_id,
+            event_id: e.event_id,
+            data: e.data,
+        }
+    }
+}
+
+/// What happened to an order, in order.
+#[utoipa::path(get, path = "/v1/orders/{id}/timeline", tag = "orders", params(("id" = String, Path)),
+    security(("bearer" = [])),
+    responses((status = 200, body = Timeline), (status = 404, body = ordo_http::Problem)))]
+async fn get_timeline(
+    State(state): State<OrdersState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<axum::Json<Timeline>, ApiError> {
+    let entries = state.service.timeline(&principal, parse_order_id(&id)?).await?;
+    Ok(axum::Json(Timeline {
+        items: entries.into_iter().map(TimelineEntryView::from).collect(),
+    }))
+}
