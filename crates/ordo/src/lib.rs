@@ -1,0 +1,14 @@
+//! The Ordo application: configuration, the wiring of the services, the
+//! command line, and the benchmark tools. `main.rs` only parses and calls.
+
+pub mod app;
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod ops;
+pub mod stores;
+pub mod telemetry;
+
+pub use app::{App, AppBuilder};
+pub use config::Config;

@@ -1,0 +1,344 @@
+//! The application: every service of this process wired to its stores and
+//! the bus, behind one router, launched on a given listener with a given
+//! shutdown signal so that tests run the real thing on port 0.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use ordo_auth::{AuthService, AuthState, StoreDirectory};
+use ordo_bus::{Consumer, LocalBus, OutboxStore, Relay, RetryPolicy};
+use ordo_http::auth::{Authenticator, require_auth};
+use ordo_http::idempotency::{Idempotency, idempotency};
+use ordo_http::metrics::{HttpMetrics, track};
+use ordo_http::request::{BODY_LIMIT, request_id, timeout};
+use ordo_http::ApiError;
+use ordo_inventory::InventoryState;
+use ordo_kernel::{Clock, IdGen, SystemClock, UlidGen};
+use ordo_orders::{OrdersService, OrdersState};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::catch_panic::CatchPanicLayer;
+use tracing::{info, warn};
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_scalar::{Scalar, Servable};
+
+use crate::config::Config;
+use crate::demo::{self, DemoCredentials};
+use crate::ops::{self, OpsState, ScrapeGauges};
+use crate::stores::Stores;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Ordo API", description = "Order processing: orders, catalog, payments, delivery."),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "auth", description = "OAuth2 client credentials"),
+        (name = "orders", description = "Orders and their timeline"),
+        (name = "catalog", description = "Products"),
+        (name = "admin", description = "API clients, dead letters, outbox"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+    }
+}
+
+/// Builds an [`App`]; tests add consumers of their own.
+pub struct AppBuilder {
+    config: Config,
+    extra_consumers: Vec<Consumer>,
+    clock: Arc<dyn Clock>,
+    ids: Arc<dyn IdGen>,
+}
+
+pub struct App {
+    config: Config,
+    listener: TcpListener,
+    router: Router,
+    stores: Stores,
+    bus: LocalBus,
+    outboxes: Vec<Arc<dyn OutboxStore>>,
+    idempotency: Idempotency,
+    stop: CancellationToken,
+    demo_credentials: Option<DemoCredentials>,
+}
+
+impl AppBuilder {
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            extra_consumers: Vec::new(),
+            clock: Arc::new(SystemClock),
+            ids: Arc::new(UlidGen::new()),
+        }
+    }
+
+    pub fn consumer(mut self, consumer: Consumer) -> Self {
+        self.extra_consumers.push(consumer);
+        self
+    }
+
+    pub async fn build(self) -> anyhow::Result<App> {
+        let Self {
+            config,
+            extra_consumers,
+            clock,
+            ids,
+        } = self;
+        let stores = Stores::open(&config)?;
+        let auth = Arc::new(
+            AuthService::start(
+                stores.clients.clone(),
+                clock.clone(),
+                ids.clone(),
+                &config.jwt_issuer,
+                &config.jwt_audience,
+                config.token_ttl,
+            )
+            .await?,
+        );
+        let demo_credentials = if config.demo {
+            demo::first_start(&stores, &auth, &config.data_dir, clock.as_ref(), ids.as_ref()).await?
+        } else {
+            None
+        };
+
+        let stop = CancellationToken::new();
+        let mut consumers = ordo_orders::reactions::consumers(stores.orders.clone());
+        consumers.extend(extra_consumers);
+        let policy = RetryPolicy {
+            max_attempts: config.bus_max_attempts,
+            base: config.bus_retry_base,
+            max_delay: config.bus_retry_max,
+        };
+        let bus = LocalBus::new(consumers, stores.dead_letters.clone(), policy, stop.clone());
+        let outboxes: Vec<Arc<dyn OutboxStore>> =
+            vec![stores.orders_outbox.clone(), stores.inventory_outbox.clone()];
+
+        let orders = Arc::new(OrdersService::new(stores.orders.clone(), clock.clone(), ids.clone()));
+        let idempotency = Idempotency::new(stores.orders_idempotency.clone(), clock.clone());
+        let authenticator = Authenticator::new(
+            auth.jwt(),
+            Arc::new(StoreDirectory(stores.clients.clone())),
+            Duration::from_secs(5),
+        );
+
+        let mut registry = Registry::default();
+        let http_metrics = HttpMetrics::register(&mut registry);
+        let gauges = Arc::new(ScrapeGauges::default());
+        ops::register_bus_metrics(&mut registry, bus.stats(), gauges.clone());
+        let ops_state = OpsState {
+            databases: stores.databases().into_iter().cloned().collect(),
+            outboxes: outboxes.clone(),
+            dead_letters: stores.dead_letters.clone(),
+            bus: bus.clone(),
+            registry: Arc::new(registry),
+            gauges,
+        };
+        let auth_state = AuthState {
+            service: auth.clone(),
+            authenticator: authenticator.clone(),
+            clock: clock.clone(),
+        };
+        let orders_state = OrdersState { service: orders };
+
+        let creating = ordo_orders::create_router(orders_state.clone())
+            .layer(from_fn_with_state(idempotency.clone(), idempotency_layer));
+        let authenticated = OpenApiRouter::new()
+            .merge(ordo_orders::router(orders_state))
+            .merge(creating)
+            .merge(ordo_inventory::router(InventoryState {
+                products: stores.products.clone(),
+            }))
+            .merge(ordo_auth::admin_router(auth_state.clone()))
+            .merge(ops::admin_router(ops_state.clone()))
+            .layer(from_fn_with_state(authenticator, require_auth));
+        let (api_router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+            .merge(ordo_auth::token_router(auth_state))
+            .merge(authenticated)
+            .split_for_parts();
+        let openapi_json = api.to_pretty_json().context("rendering the OpenAPI document")?;
+
+        let request_timeout = config.request_timeout;
+        let router = api_router
+            .merge(Scalar::with_url("/docs", api))
+            .route(
+                "/openapi.json",
+                get(move || async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], openapi_json) }),
+            )
+            .route("/health/live", get(ops::live))
+            .route("/health/ready", get(ops::ready).with_state(ops_state.clone()))
+            .route("/metrics", get(ops::metrics).with_state(ops_state))
+            .fallback(not_found)
+            .method_not_allowed_fallback(method_not_allowed)
+            .layer(DefaultBodyLimit::max(BODY_LIMIT))
+            .layer(CatchPanicLayer::custom(panic_response))
+            .layer(from_fn(move |req, next| timeout(request_timeout, req, next)))
+            .layer(from_fn_with_state(http_metrics, track))
+            .layer(from_fn(request_id));
+
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("listening on {}", config.listen))?;
+        Ok(App {
+            config,
+            listener,
+            router,
+            stores,
+            bus,
+            outboxes,
+            idempotency,
+            stop,
+            demo_credentials,
+        })
+    }
+}
+
+async fn idempotency_layer(
+    state: axum::extract::State<Idempotency>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    idempotency(state, req, next).await
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    ApiError::internal(anyhow::anyhow!("handler panicked")).into_response()
+}
+
+impl App {
+    pub fn builder(config: Config) -> AppBuilder {
+        AppBuilder::new(config)
+    }
+
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        AppBuilder::new(config).build().await
+    }
+
+    pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    /// The demo credentials, when this start created them.
+    pub fn demo_credentials(&self) -> Option<&DemoCredentials> {
+        self.demo_credentials.as_ref()
+    }
+
+    pub fn stores(&self) -> &Stores {
+        &self.stores
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, finishes the
+    /// requests in flight, drains the outbox relays and stops the bus.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let Self {
+            config,
+            listener,
+            router,
+            stores,
+            bus,
+            outboxes,
+            idempotency,
+            stop,
+            demo_credentials: _,
+        } = self;
+        let relays: Vec<_> = outboxes
+            .into_iter()
+            .map(|outbox| Relay::new(outbox, Arc::new(bus.clone())).spawn(config.shutdown_grace))
+            .collect();
+        let replayer = tokio::spawn(bus.clone().run_replayer(config.dlq_poll_interval));
+        let purger = tokio::spawn(purge_idempotency_keys(idempotency, stop.clone()));
+
+        info!(listen = %listener.local_addr()?, "ordo is serving");
+        let served = axum::serve(listener, router.into_make_service())
+            .with_graceful_shutdown(shutdown)
+            .await;
+        info!("no longer accepting requests; draining the outbox");
+        futures::future::join_all(relays.into_iter().map(|r| r.drain())).await;
+        stop.cancel();
+        for task in [replayer, purger] {
+            if let Err(err) = task.await {
+                warn!(error = %err, "background task ended abnormally");
+            }
+        }
+        drop(bus);
+        for db in stores.databases() {
+            db.clone().close();
+        }
+        info!("stopped");
+        served.context("serving HTTP")
+    }
+}
+
+/// Deletes idempotency keys past their retention, hourly.
+async fn purge_idempotency_keys(idempotency: Idempotency, stop: CancellationToken) {
+    let retention = chrono::Duration::from_std(idempotency.retention()).unwrap_or(chrono::Duration::days(1));
+    loop {
+        match idempotency.store().purge(chrono::Utc::now() - retention).await {
+            Ok(0) => {}
+            Ok(n) => info!(purged = n, "expired idempotency keys deleted"),
+            Err(err) => warn!(error = %err, "could not purge idempotency keys"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            warn!(error = %err, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(err) => {
+                warn!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    info!("shutdown requested");
+}

@@ -1,0 +1,309 @@
+//! Settings, layered: defaults → `ordo.toml` → `ORDO_*` variables → flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+/// A value that never shows in logs or `Debug` output.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with its password replaced, for display.
+    pub fn redacted_url(&self) -> String {
+        match (self.0.find("://"), self.0.rfind('@')) {
+            (Some(scheme_end), Some(at)) if at > scheme_end => {
+                let userinfo = &self.0[scheme_end + 3..at];
+                let user = userinfo.split(':').next().unwrap_or("");
+                format!("{}{}:[redacted]{}", &self.0[..scheme_end + 3], user, &self.0[at..])
+            }
+            _ => self.0.clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.redacted_url())
+    }
+}
+
+/// How the courier simulator moves shipments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CourierSim {
+    Off,
+    /// Time spent at each waypoint.
+    Pace(Duration),
+}
+
+impl CourierSim {
+    pub fn parse(s: &str) -> anyhow::Result<Self> {
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(Self::Off);
+        }
+        parse_duration(s).map(Self::Pace).with_context(|| {
+            format!("courier-sim must be `off` or a pace such as `2s` or `500ms`, not {s:?}")
+        })
+    }
+}
+
+impl Serialize for CourierSim {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Off => s.serialize_str("off"),
+            Self::Pace(d) => s.serialize_str(&format!("{}ms", d.as_millis())),
+        }
+    }
+}
+
+/// `250ms`, `2s`, `5m`, `1h`.
+pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number.parse().with_context(|| format!("{s:?} is not a duration"))?;
+    Ok(match unit {
+        "ms" => Duration::from_millis(n),
+        "s" | "" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => bail!("{s:?} is not a duration (use ms, s, m or h)"),
+    })
+}
+
+/// The effective configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database_url: Option<Secret>,
+    pub nats_url: Option<Secret>,
+    pub courier_sim: CourierSim,
+    pub demo: bool,
+    /// Services this process runs.
+    pub services: Vec<String>,
+    pub log_format: LogFormat,
+    pub request_timeout: Duration,
+    pub token_ttl: Duration,
+    pub jwt_issuer: String,
+    pub jwt_audience: String,
+    pub bus_max_attempts: u32,
+    pub bus_retry_base: Duration,
+    pub bus_retry_max: Duration,
+    pub dlq_poll_interval: Duration,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+pub const ALL_SERVICES: [&str; 4] = ["orders", "inventory", "payments", "delivery"];
+
+impl Config {
+    /// The defaults, rooted at `data_dir`: what tests start from.
+    pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: data_dir.into(),
+            database_url: None,
+            nats_url: None,
+            courier_sim: CourierSim::Off,
+            demo: true,
+            services: ALL_SERVICES.iter().map(|s| (*s).to_owned()).collect(),
+            log_format: LogFormat::Json,
+            request_timeout: Duration::from_secs(30),
+            token_ttl: Duration::from_secs(3600),
+            jwt_issuer: "ordo".to_owned(),
+            jwt_audience: "ordo-api".to_owned(),
+            bus_max_attempts: 8,
+            bus_retry_base: Duration::from_millis(100),
+            bus_retry_max: Duration::from_secs(30),
+            dlq_poll_interval: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self::for_data_dir("./ordo-data")
+    }
+}
+
+/// The keys an `ordo.toml` may set; unknown keys are an error.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<Secret>,
+    pub nats_url: Option<Secret>,
+    pub courier_sim: Option<String>,
+    pub demo: Option<bool>,
+    pub services: Option<Vec<String>>,
+    pub log_format: Option<LogFormat>,
+    pub request_timeout: Option<String>,
+    pub token_ttl: Option<String>,
+    pub jwt_issuer: Option<String>,
+    pub jwt_audience: Option<String>,
+    pub bus_max_attempts: Option<u32>,
+    pub bus_retry_base: Option<String>,
+    pub bus_retry_max: Option<String>,
+    pub dlq_poll_interval: Option<String>,
+    pub shutdown_grace: Option<String>,
+}
+
+impl FileConfig {
+    /// Reads `path`; a missing file is fine unless it was asked for.
+    pub fn load(path: &Path, required: bool) -> anyhow::Result<Self> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => toml::from_str(&text).with_context(|| format!("reading {}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(Self::default()),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+}
+
+/// Values from the environment and flags (clap merges those two; flags win).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub nats_url: Option<String>,
+    pub courier_sim: Option<String>,
+    pub demo: Option<bool>,
+    pub services: Option<Vec<String>>,
+    pub log_format: Option<LogFormat>,
+}
+
+fn duration_or(value: Option<String>, default: Duration, key: &str) -> anyhow::Result<Duration> {
+    value
+        .map(|v| parse_duration(&v).with_context(|| format!("setting {key}")))
+        .transpose()
+        .map(|d| d.unwrap_or(default))
+}
+
+impl Config {
+    pub fn resolve(file: FileConfig, over: Overrides) -> anyhow::Result<Self> {
+        let d = Config::default();
+        let listen = over.listen.or(file.listen);
+        let listen = match listen {
+            Some(l) => l.parse().with_context(|| format!("listen must be host:port, not {l:?}"))?,
+            None => d.listen,
+        };
+        let courier_sim = match over.courier_sim.or(file.courier_sim) {
+            Some(s) => CourierSim::parse(&s)?,
+            None => d.courier_sim,
+        };
+        let services = over.services.or(file.services).unwrap_or(d.services);
+        for service in &services {
+            if !ALL_SERVICES.contains(&service.as_str()) {
+                bail!("unknown service {service:?}: use {}", ALL_SERVICES.join(", "));
+            }
+        }
+        let config = Self {
+            listen,
+            data_dir: over.data_dir.or(file.data_dir).unwrap_or(d.data_dir),
+            database_url: over.database_url.map(Secret::new).or(file.database_url).filter(|s| !s.0.is_empty()),
+            nats_url: over.nats_url.map(Secret::new).or(file.nats_url).filter(|s| !s.0.is_empty()),
+            courier_sim,
+            demo: over.demo.or(file.demo).unwrap_or(d.demo),
+            services,
+            log_format: over.log_format.or(file.log_format).unwrap_or(d.log_format),
+            request_timeout: duration_or(file.request_timeout, d.request_timeout, "request-timeout")?,
+            token_ttl: duration_or(file.token_ttl, d.token_ttl, "token-ttl")?,
+            jwt_issuer: file.jwt_issuer.unwrap_or(d.jwt_issuer),
+            jwt_audience: file.jwt_audience.unwrap_or(d.jwt_audience),
+            bus_max_attempts: file.bus_max_attempts.unwrap_or(d.bus_max_attempts).max(1),
+            bus_retry_base: duration_or(file.bus_retry_base, d.bus_retry_base, "bus-retry-base")?,
+            bus_retry_max: duration_or(file.bus_retry_max, d.bus_retry_max, "bus-retry-max")?,
+            dlq_poll_interval: duration_or(file.dlq_poll_interval, d.dlq_poll_interval, "dlq-poll-interval")?,
+            shutdown_grace: duration_or(file.shutdown_grace, d.shutdown_grace, "shutdown-grace")?,
+        };
+        config.check_mode()?;
+        Ok(config)
+    }
+
+    /// This build runs the embedded mode; say so plainly rather than
+    /// silently ignoring a PostgreSQL or NATS URL.
+    pub fn check_mode(&self) -> anyhow::Result<()> {
+        if let Some(url) = &self.database_url {
+            if !url.expose().starts_with("sqlite:") {
+                bail!(
+                    "database-url {} is not supported yet: this build stores data in SQLite under --data-dir; unset ORDO_DATABASE_URL",
+                    url.redacted_url()
+                );
+            }
+        }
+        if self.nats_url.is_some() {
+            bail!("nats-url is not supported yet: this build runs the in-process bus; unset ORDO_NATS_URL");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_and_variables_override_the_file_which_overrides_defaults() {
+        let file: FileConfig = toml::from_str(
+            "listen = \"127.0.0.1:9000\"\ndata-dir = \"/srv/ordo\"\ndemo = false\nbus-max-attempts = 3\n",
+        )
+        .unwrap();
+        let over = Overrides {
+            listen: Some("0.0.0.0:7000".into()),
+            ..Overrides::default()
+        };
+        let c = Config::resolve(file, over).unwrap();
+        assert_eq!(c.listen.to_string(), "0.0.0.0:7000");
+        assert_eq!(c.data_dir, PathBuf::from("/srv/ordo"));
+        assert!(!c.demo);
+        assert_eq!(c.bus_max_attempts, 3);
+        assert_eq!(c.request_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn unknown_file_keys_and_bad_values_are_errors() {
+        assert!(toml::from_str::<FileConfig>("lisen = \"x\"").is_err());
+        let bad = Overrides {
+            courier_sim: Some("fast".into()),
+            ..Overrides::default()
+        };
+        assert!(Config::resolve(FileConfig::default(), bad).is_err());
+        assert_eq!(CourierSim::parse("2s").unwrap(), CourierSim::Pace(Duration::from_secs(2)));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+    }
+
+    #[test]
+    fn secrets_are_redacted_when_shown() {
+        let s = Secret::new("postgres://ordo:hunter2@db:5432/ordo");
+        assert_eq!(s.redacted_url(), "postgres://ordo:[redacted]@db:5432/ordo");
+        assert_eq!(format!("{s:?}"), "[redacted]");
+        assert!(!serde_json::to_string(&s).unwrap().contains("hunter2"));
+    }
+}
