@@ -88,7 +88,10 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 fn field_of(path: &str, message: &str) -> (String, String) {
     let parent = if path == "." { "" } else { path };
     let join = |name: &str| {
-        if parent.is_empty() {
+        // Some deserializers already entered the field when they fail.
+        if parent == name || parent.ends_with(&format!(".{name}")) {
+            parent.to_owned()
+        } else if parent.is_empty() {
             name.to_owned()
         } else {
             format!("{parent}.{name}")

@@ -1,0 +1,228 @@
+//! The test harness: the real application on port 0 over a fresh data
+//! directory, and helpers that read as the API's vocabulary.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::time::Duration;
+
+use ordo_app::config::Config;
+use ordo_app::demo::DemoCredentials;
+use ordo_app::{App, AppBuilder};
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub data_dir: TempDir,
+    pub credentials: DemoCredentials,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+pub fn test_config(dir: &std::path::Path) -> Config {
+    let mut config = Config::for_data_dir(dir);
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.bus_retry_base = Duration::from_millis(5);
+    config.bus_retry_max = Duration::from_millis(50);
+    config.dlq_poll_interval = Duration::from_millis(100);
+    config.shutdown_grace = Duration::from_secs(2);
+    config
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|b| b, |_| {}).await
+    }
+
+    pub async fn spawn_with(
+        customize: impl FnOnce(AppBuilder) -> AppBuilder,
+        configure: impl FnOnce(&mut Config),
+    ) -> Self {
+        let data_dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(data_dir.path());
+        configure(&mut config);
+        let app = customize(App::builder(config)).build().await.unwrap();
+        let base = format!("http://{}", app.local_addr().unwrap());
+        let credentials = app.demo_credentials().cloned().expect("a fresh store creates demo clients");
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(app.run(async move {
+            let _ = rx.await;
+        }));
+        let test_app = Self {
+            base,
+            http: reqwest::Client::new(),
+            data_dir,
+            credentials,
+            shutdown: Some(tx),
+            task: Some(task),
+        };
+        test_app.wait_for_catalog().await;
+        test_app
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) -> TempDir {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.data_dir, dir)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn token_for(&self, client_id: &str, secret: &str) -> String {
+        let response = self
+            .http
+            .post(self.url("/oauth/token"))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", client_id),
+                ("client_secret", secret),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let body: Value = response.json().await.unwrap();
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// A token for the demo client of `role`.
+    pub async fn token(&self, role: &str) -> String {
+        let c = &self.credentials[role];
+        self.token_for(&c.client_id, &c.client_secret).await
+    }
+
+    pub fn client_id(&self, role: &str) -> String {
+        self.credentials[role].client_id.clone()
+    }
+
+    /// A new client of `role`, created through the admin API; its token.
+    pub async fn new_client(&self, role: &str) -> (String, String) {
+        let admin = self.token("admin").await;
+        let response = self
+            .http
+            .post(self.url("/v1/admin/clients"))
+            .bearer_auth(admin)
+            .json(&json!({"role": role, "name": format!("test {role}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let body: Value = response.json().await.unwrap();
+        let id = body["client_id"].as_str().unwrap().to_owned();
+        let token = self.token_for(&id, body["client_secret"].as_str().unwrap()).await;
+        (id, token)
+    }
+
+    pub async fn get(&self, token: &str, path: &str) -> Response {
+        self.http.get(self.url(path)).bearer_auth(token).send().await.unwrap()
+    }
+
+    pub async fn post_json(&self, token: &str, path: &str, body: &Value) -> Response {
+        self.http.post(self.url(path)).bearer_auth(token).json(body).send().await.unwrap()
+    }
+
+    pub async fn products(&self) -> Vec<Value> {
+        let token = self.token("customer").await;
+        let body: Value = self.get(&token, "/v1/products").await.json().await.unwrap();
+        body["items"].as_array().unwrap().clone()
+    }
+
+    pub async fn product_id(&self, index: usize) -> String {
+        self.products().await[index]["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Orders are priced from the catalog projection that product.upserted
+    /// feeds; wait until every committed event has been handled.
+    async fn wait_for_catalog(&self) {
+        self.wait_for_quiet_bus().await;
+    }
+
+    /// Waits until no outbox holds an unpublished event: every event
+    /// committed so far has been handled (or parked) by every consumer.
+    pub async fn wait_for_quiet_bus(&self) {
+        let admin = self.token("admin").await;
+        eventually("every outbox is drained", || async {
+            let body: Value = self.get(&admin, "/v1/admin/outbox").await.json().await.unwrap();
+            body["outboxes"].as_array().unwrap().iter().all(|o| o["backlog"] == 0)
+        })
+        .await;
+    }
+
+    pub async fn create_order(&self, token: &str, product_id: &str, quantity: i64) -> Value {
+        let response = self.post_json(token, "/v1/orders", &order_body(product_id, quantity)).await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        response.json().await.unwrap()
+    }
+
+    pub async fn timeline(&self, token: &str, order_id: &str) -> Vec<Value> {
+        let body: Value = self
+            .get(token, &format!("/v1/orders/{order_id}/timeline"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        body["items"].as_array().unwrap().clone()
+    }
+}
+
+pub fn order_body(product_id: &str, quantity: i64) -> Value {
+    json!({
+        "items": [{"product_id": product_id, "quantity": quantity}],
+        "shipping_address": {
+            "name": "Ada Lovelace", "line1": "Unter den Linden 1", "city": "Berlin",
+            "postal_code": "10117", "country": "DE"
+        },
+        "payment": {"token": "tok_visa"},
+        "attributes": {"gift": true}
+    })
+}
+
+/// Polls `condition` until it holds, for at most 15 seconds.
+pub async fn eventually<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if condition().await {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Asserts a problem+json response and returns its body.
+pub async fn problem(response: Response, status: StatusCode) -> Value {
+    assert_eq!(response.status(), status);
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], status.as_u16());
+    assert!(body["type"].is_string() && body["title"].is_string() && body["detail"].is_string());
+    body
+}
+
+pub fn fields(problem: &Value) -> Vec<String> {
+    problem["errors"]
+        .as_array()
+        .map(|e| e.iter().map(|e| e["field"].as_str().unwrap_or_default().to_owned()).collect())
+        .unwrap_or_default()
+}
