@@ -2,6 +2,8 @@
 //! directory, and helpers that read as the API's vocabulary.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::future::Future;
 use std::time::Duration;
 
