@@ -11,4 +11,4 @@ mod store;
 
 pub use routes::{AuthState, admin_router, token_router};
 pub use service::{AuthService, CreatedClient, StoreDirectory, TokenError};
-pub use store::{ApiClient, ClientStore, SqliteClientStore, MIGRATIONS};
+pub use store::{ApiClient, ClientStore, MIGRATIONS, SqliteClientStore};

@@ -29,7 +29,9 @@ pub struct AuthState {
 }
 
 pub fn token_router(state: AuthState) -> OpenApiRouter {
-    OpenApiRouter::new().routes(routes!(token)).with_state(state)
+    OpenApiRouter::new()
+        .routes(routes!(token))
+        .with_state(state)
 }
 
 pub fn admin_router(state: AuthState) -> OpenApiRouter {
@@ -84,15 +86,19 @@ fn oauth_error(status: StatusCode, error: &str, detail: &str, field: Option<&str
         response = with_error;
     }
     if status == StatusCode::UNAUTHORIZED {
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Basic"));
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Basic"),
+        );
     }
-    response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
     response
 }
 
-fn parse_token_request(headers: &HeaderMap, body: &[u8]) -> Result<TokenRequest, Response> {
+fn parse_token_request(headers: &HeaderMap, body: &[u8]) -> Result<TokenRequest, ApiError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -103,17 +109,16 @@ fn parse_token_request(headers: &HeaderMap, body: &[u8]) -> Result<TokenRequest,
         .trim()
         .to_ascii_lowercase();
     let parsed = match content_type.as_str() {
-        "application/json" => ordo_http::extract::parse_json::<TokenRequest>(body).map_err(|e| e.into_response()),
-        "application/x-www-form-urlencoded" | "" => serde_urlencoded_from(body),
+        "application/json" => ordo_http::extract::parse_json::<TokenRequest>(body),
+        "application/x-www-form-urlencoded" | "" => Ok(form_request(body)),
         other => Err(ApiError::UnsupportedMediaType(format!(
             "{other} is not accepted: send a form or JSON"
-        ))
-        .into_response()),
+        ))),
     }?;
     Ok(parsed)
 }
 
-fn serde_urlencoded_from(body: &[u8]) -> Result<TokenRequest, Response> {
+fn form_request(body: &[u8]) -> TokenRequest {
     let mut request = TokenRequest {
         grant_type: None,
         client_id: None,
@@ -130,7 +135,7 @@ fn serde_urlencoded_from(body: &[u8]) -> Result<TokenRequest, Response> {
         };
         *slot = Some(value);
     }
-    Ok(request)
+    request
 }
 
 fn form_pairs(body: &[u8]) -> Vec<(String, String)> {
@@ -172,23 +177,36 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
         (status = 401, body = ordo_http::Problem, content_type = "application/problem+json"),
     )
 )]
-async fn token(State(state): State<AuthState>, headers: HeaderMap, body: Result<Bytes, axum::extract::rejection::BytesRejection>) -> Response {
+async fn token(
+    State(state): State<AuthState>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
     let body = match body {
         Ok(body) => body,
         Err(rejection) => return bytes_rejection(rejection).into_response(),
     };
     let request = match parse_token_request(&headers, &body) {
         Ok(r) => r,
-        Err(response) => return response,
+        Err(err) => return err.into_response(),
     };
     match request.grant_type.as_deref() {
         Some("client_credentials") => {}
         Some(_) => {
-            return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type",
-                "only the client_credentials grant is supported", Some("grant_type"));
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                "only the client_credentials grant is supported",
+                Some("grant_type"),
+            );
         }
         None => {
-            return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "grant_type is required", Some("grant_type"));
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "grant_type is required",
+                Some("grant_type"),
+            );
         }
     }
     let credentials = match (request.client_id, request.client_secret) {
@@ -196,8 +214,12 @@ async fn token(State(state): State<AuthState>, headers: HeaderMap, body: Result<
         _ => basic_credentials(&headers),
     };
     let Some((client_id, secret)) = credentials else {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request",
-            "client_id and client_secret are required", Some("client_id"));
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "client_id and client_secret are required",
+            Some("client_id"),
+        );
     };
     match state.service.token(&client_id, &secret).await {
         Ok((access_token, role)) => {
@@ -278,10 +300,14 @@ async fn create_client(
     if name.trim().is_empty() || name.len() > 200 {
         return Err(ApiError::field("name", "must be 1 to 200 characters"));
     }
-    let created = state.service.create_client(body.role, name.trim()).await.map_err(|e| match e {
-        TokenError::Store(e) => ApiError::from(e),
-        other => ApiError::internal(anyhow::anyhow!(other.to_string())),
-    })?;
+    let created = state
+        .service
+        .create_client(body.role, name.trim())
+        .await
+        .map_err(|e| match e {
+            TokenError::Store(e) => ApiError::from(e),
+            other => ApiError::internal(anyhow::anyhow!(other.to_string())),
+        })?;
     let view = CreatedClientView {
         client_id: created.client.id,
         client_secret: created.secret,
@@ -289,13 +315,21 @@ async fn create_client(
         role: created.client.role,
         created_at: created.client.created_at,
     };
-    Ok((StatusCode::CREATED, [(header::CACHE_CONTROL, "no-store")], axum::Json(view)).into_response())
+    Ok((
+        StatusCode::CREATED,
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::Json(view),
+    )
+        .into_response())
 }
 
 /// List API clients (admin).
 #[utoipa::path(get, path = "/v1/admin/clients", tag = "admin", security(("bearer" = [])),
     responses((status = 200, body = ClientList)))]
-async fn list_clients(State(state): State<AuthState>, principal: Principal) -> Result<axum::Json<ClientList>, ApiError> {
+async fn list_clients(
+    State(state): State<AuthState>,
+    principal: Principal,
+) -> Result<axum::Json<ClientList>, ApiError> {
     principal.require(&[Role::Admin])?;
     let clients = state.service.store().list().await?;
     Ok(axum::Json(ClientList {

@@ -1,8 +1,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ordo_http::auth::{ClientDirectory, SigningKey};
@@ -47,7 +47,8 @@ fn random_bytes(n: usize) -> Vec<u8> {
 }
 
 fn hash_secret(secret: &str) -> anyhow::Result<String> {
-    let salt = SaltString::encode_b64(&random_bytes(16)).map_err(|e| anyhow::anyhow!("salt: {e}"))?;
+    let salt =
+        SaltString::encode_b64(&random_bytes(16)).map_err(|e| anyhow::anyhow!("salt: {e}"))?;
     Argon2::default()
         .hash_password(secret.as_bytes(), &salt)
         .map(|h| h.to_string())
@@ -56,7 +57,11 @@ fn hash_secret(secret: &str) -> anyhow::Result<String> {
 
 fn verify_secret(secret: &str, hash: &str) -> bool {
     PasswordHash::new(hash)
-        .map(|parsed| Argon2::default().verify_password(secret.as_bytes(), &parsed).is_ok())
+        .map(|parsed| {
+            Argon2::default()
+                .verify_password(secret.as_bytes(), &parsed)
+                .is_ok()
+        })
         .unwrap_or(false)
 }
 
@@ -139,10 +144,15 @@ impl AuthService {
         let matches = tokio::task::spawn_blocking(move || verify_secret(&secret, &hash))
             .await
             .map_err(|e| anyhow::anyhow!("verifying task: {e}"))?;
-        let client = client.filter(|c| matches && c.revoked_at.is_none()).ok_or(TokenError::InvalidClient)?;
-        let token = self
-            .jwt
-            .issue(client.id, client.role, self.clock.now(), self.ids.ulid().to_string())?;
+        let client = client
+            .filter(|c| matches && c.revoked_at.is_none())
+            .ok_or(TokenError::InvalidClient)?;
+        let token = self.jwt.issue(
+            client.id,
+            client.role,
+            self.clock.now(),
+            self.ids.ulid().to_string(),
+        )?;
         Ok((token, client.role))
     }
 }
@@ -170,7 +180,13 @@ mod tests {
     use crate::{MIGRATIONS, SqliteClientStore};
 
     async fn service(dir: &std::path::Path) -> AuthService {
-        let db = Database::open("auth", &dir.join("auth.db"), &[MIGRATIONS], DatabaseOptions::default()).unwrap();
+        let db = Database::open(
+            "auth",
+            &dir.join("auth.db"),
+            &[MIGRATIONS],
+            DatabaseOptions::default(),
+        )
+        .unwrap();
         AuthService::start(
             Arc::new(SqliteClientStore::new(db)),
             Arc::new(SystemClock),
@@ -191,9 +207,18 @@ mod tests {
         let id = created.client.id.to_string();
         let (token, role) = auth.token(&id, &created.secret).await.unwrap();
         assert_eq!(role, Role::Seller);
-        assert_eq!(auth.jwt().verify(&token).unwrap().client_id, created.client.id);
-        assert!(matches!(auth.token(&id, "sec_wrong").await, Err(TokenError::InvalidClient)));
-        assert!(matches!(auth.token("cli_nope", &created.secret).await, Err(TokenError::InvalidClient)));
+        assert_eq!(
+            auth.jwt().verify(&token).unwrap().client_id,
+            created.client.id
+        );
+        assert!(matches!(
+            auth.token(&id, "sec_wrong").await,
+            Err(TokenError::InvalidClient)
+        ));
+        assert!(matches!(
+            auth.token("cli_nope", &created.secret).await,
+            Err(TokenError::InvalidClient)
+        ));
         assert!(!created.client.secret_hash.contains(&created.secret));
     }
 
@@ -202,10 +227,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let auth = service(dir.path()).await;
         let created = auth.create_client(Role::Customer, "c").await.unwrap();
-        let (token, _) = auth.token(&created.client.id.to_string(), &created.secret).await.unwrap();
-        auth.store().revoke(created.client.id, Utc::now()).await.unwrap();
+        let (token, _) = auth
+            .token(&created.client.id.to_string(), &created.secret)
+            .await
+            .unwrap();
+        auth.store()
+            .revoke(created.client.id, Utc::now())
+            .await
+            .unwrap();
         assert!(matches!(
-            auth.token(&created.client.id.to_string(), &created.secret).await,
+            auth.token(&created.client.id.to_string(), &created.secret)
+                .await,
             Err(TokenError::InvalidClient)
         ));
         drop(auth);

@@ -60,11 +60,22 @@ impl SqliteClientStore {
 
 const COLUMNS: &str = "id, name, role, secret_hash, created_at, revoked_at";
 
-fn from_row(row: &Row<'_>) -> rusqlite::Result<(String, String, String, String, String, Option<String>)> {
-    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?))
+fn from_row(
+    row: &Row<'_>,
+) -> rusqlite::Result<(String, String, String, String, String, Option<String>)> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+    ))
 }
 
-fn to_client(raw: (String, String, String, String, String, Option<String>)) -> Result<ApiClient, StoreError> {
+fn to_client(
+    raw: (String, String, String, String, String, Option<String>),
+) -> Result<ApiClient, StoreError> {
     let (id, name, role, secret_hash, created_at, revoked_at) = raw;
     let bad = |what: &str| StoreError::Other(anyhow::anyhow!("bad {what} in api_clients"));
     Ok(ApiClient {
@@ -144,9 +155,11 @@ impl ClientStore for SqliteClientStore {
     async fn count(&self) -> Result<u64, StoreError> {
         self.db
             .read(|conn| {
-                conn.query_row("SELECT count(*) FROM api_clients", [], |r| r.get::<_, i64>(0))
-                    .map(|n| u64::try_from(n).unwrap_or(0))
-                    .map_err(store_error)
+                conn.query_row("SELECT count(*) FROM api_clients", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .map(|n| u64::try_from(n).unwrap_or(0))
+                .map_err(store_error)
             })
             .await
     }
@@ -158,7 +171,12 @@ impl ClientStore for SqliteClientStore {
                     .prepare_cached("SELECT kid, secret FROM signing_keys ORDER BY created_at, kid")
                     .map_err(store_error)?;
                 let rows = stmt
-                    .query_map([], |r| Ok(SigningKey { kid: r.get(0)?, secret: r.get(1)? }))
+                    .query_map([], |r| {
+                        Ok(SigningKey {
+                            kid: r.get(0)?,
+                            secret: r.get(1)?,
+                        })
+                    })
                     .map_err(store_error)?;
                 rows.collect::<Result<_, _>>().map_err(store_error)
             })

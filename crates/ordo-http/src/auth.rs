@@ -148,8 +148,15 @@ impl fmt::Debug for Jwt {
 
 impl Jwt {
     /// `keys` are every key still accepted; the last one signs.
-    pub fn new(issuer: &str, audience: &str, ttl: Duration, keys: &[SigningKey]) -> anyhow::Result<Self> {
-        let signing = keys.last().ok_or_else(|| anyhow::anyhow!("no signing key"))?;
+    pub fn new(
+        issuer: &str,
+        audience: &str,
+        ttl: Duration,
+        keys: &[SigningKey],
+    ) -> anyhow::Result<Self> {
+        let signing = keys
+            .last()
+            .ok_or_else(|| anyhow::anyhow!("no signing key"))?;
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[issuer]);
         validation.set_audience(&[audience]);
@@ -159,7 +166,10 @@ impl Jwt {
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
             ttl,
-            current: (signing.kid.clone(), EncodingKey::from_secret(&signing.secret)),
+            current: (
+                signing.kid.clone(),
+                EncodingKey::from_secret(&signing.secret),
+            ),
             verifying: keys
                 .iter()
                 .map(|k| (k.kid.clone(), DecodingKey::from_secret(&k.secret)))
@@ -172,7 +182,13 @@ impl Jwt {
         self.ttl
     }
 
-    pub fn issue(&self, client: ClientId, role: Role, now: DateTime<Utc>, jti: String) -> anyhow::Result<String> {
+    pub fn issue(
+        &self,
+        client: ClientId,
+        role: Role,
+        now: DateTime<Utc>,
+        jti: String,
+    ) -> anyhow::Result<String> {
         let iat = now.timestamp();
         let claims = Claims {
             iss: self.issuer.clone(),
@@ -191,7 +207,8 @@ impl Jwt {
 
     /// Verifies signature, algorithm, expiry, issuer and audience.
     pub fn verify(&self, token: &str) -> Result<Principal, ApiError> {
-        let invalid = || ApiError::Unauthorized("the bearer token is invalid or expired".to_owned());
+        let invalid =
+            || ApiError::Unauthorized("the bearer token is invalid or expired".to_owned());
         let header = jsonwebtoken::decode_header(token).map_err(|_| invalid())?;
         if header.alg != Algorithm::HS256 {
             return Err(invalid());
@@ -201,7 +218,8 @@ impl Jwt {
             .as_deref()
             .and_then(|kid| self.verifying.get(kid))
             .ok_or_else(invalid)?;
-        let data = jsonwebtoken::decode::<Claims>(token, key, &self.validation).map_err(|_| invalid())?;
+        let data =
+            jsonwebtoken::decode::<Claims>(token, key, &self.validation).map_err(|_| invalid())?;
         let client_id = ClientId::parse(&data.claims.sub).map_err(|_| invalid())?;
         Ok(Principal {
             client_id,
@@ -260,7 +278,10 @@ impl Authenticator {
             return Ok(active);
         }
         let active = self.clients.is_active(client).await?;
-        let mut cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut cache = self
+            .cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if cache.len() > 100_000 {
             cache.clear();
         }
@@ -286,14 +307,19 @@ impl Authenticator {
 
 /// Middleware: rejects a request without a valid token with 401 and makes
 /// the [`Principal`] available to handlers.
-pub async fn require_auth(State(auth): State<Authenticator>, mut req: Request, next: Next) -> Response {
+pub async fn require_auth(
+    State(auth): State<Authenticator>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let header = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     match auth.authenticate(header).await {
         Ok(principal) => {
-            tracing::Span::current().record("client_id", tracing::field::display(principal.client_id));
+            tracing::Span::current()
+                .record("client_id", tracing::field::display(principal.client_id));
             req.extensions_mut().insert(principal);
             next.run(req).await
         }
@@ -357,13 +383,22 @@ mod tests {
         assert!(j.verify(&parts.join(".")).is_err(), "tampered");
 
         let none_header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT","kid":"k1"}"#);
-        assert!(j.verify(&format!("{none_header}.{}.", parts[1])).is_err(), "alg none");
+        assert!(
+            j.verify(&format!("{none_header}.{}.", parts[1])).is_err(),
+            "alg none"
+        );
 
-        let other_aud = jwt("elsewhere", "ordo", secret).issue(c, Role::Customer, Utc::now(), "j".into()).unwrap();
+        let other_aud = jwt("elsewhere", "ordo", secret)
+            .issue(c, Role::Customer, Utc::now(), "j".into())
+            .unwrap();
         assert!(j.verify(&other_aud).is_err(), "wrong aud");
-        let other_iss = jwt("ordo", "elsewhere", secret).issue(c, Role::Customer, Utc::now(), "j".into()).unwrap();
+        let other_iss = jwt("ordo", "elsewhere", secret)
+            .issue(c, Role::Customer, Utc::now(), "j".into())
+            .unwrap();
         assert!(j.verify(&other_iss).is_err(), "wrong iss");
-        let other_key = jwt("ordo", "ordo", b"another-secret-another-secret-12").issue(c, Role::Customer, Utc::now(), "j".into()).unwrap();
+        let other_key = jwt("ordo", "ordo", b"another-secret-another-secret-12")
+            .issue(c, Role::Customer, Utc::now(), "j".into())
+            .unwrap();
         assert!(j.verify(&other_key).is_err(), "wrong key");
     }
 }

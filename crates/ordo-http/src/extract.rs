@@ -1,8 +1,8 @@
 //! Extractors whose rejections are problems that name the field.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
@@ -28,7 +28,9 @@ where
                 "the request body must be JSON (Content-Type: application/json)".to_owned(),
             ));
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(bytes_rejection)?;
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(bytes_rejection)?;
         parse_json(&bytes).map(Json)
     }
 }
@@ -40,14 +42,17 @@ fn is_json(headers: &axum::http::HeaderMap) -> bool {
         .and_then(|v| v.split(';').next())
         .map(|mime| {
             let mime = mime.trim().to_ascii_lowercase();
-            mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+            mime == "application/json"
+                || (mime.starts_with("application/") && mime.ends_with("+json"))
         })
         .unwrap_or(false)
 }
 
 pub fn bytes_rejection(rejection: BytesRejection) -> ApiError {
     if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::PayloadTooLarge { limit: crate::request::BODY_LIMIT }
+        ApiError::PayloadTooLarge {
+            limit: crate::request::BODY_LIMIT,
+        }
     } else {
         ApiError::Malformed {
             detail: rejection.body_text(),
@@ -78,7 +83,10 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     })?;
     de.end().map_err(|e| ApiError::Malformed {
         detail: format!("the body is not valid JSON: {e}"),
-        errors: vec![FieldError::new("body", "trailing characters after the JSON value")],
+        errors: vec![FieldError::new(
+            "body",
+            "trailing characters after the JSON value",
+        )],
     })?;
     Ok(value)
 }
@@ -109,7 +117,11 @@ fn field_of(path: &str, message: &str) -> (String, String) {
     if let Some(name) = quoted(&message, "missing field `") {
         return (join(&name), "is required".to_owned());
     }
-    let field = if parent.is_empty() { "body".to_owned() } else { parent.to_owned() };
+    let field = if parent.is_empty() {
+        "body".to_owned()
+    } else {
+        parent.to_owned()
+    };
     (field, message)
 }
 
@@ -169,7 +181,11 @@ mod tests {
     }
 
     fn fields(err: ApiError) -> Vec<String> {
-        err.to_problem().errors.into_iter().map(|e| e.field).collect()
+        err.to_problem()
+            .errors
+            .into_iter()
+            .map(|e| e.field)
+            .collect()
     }
 
     #[test]

@@ -129,7 +129,9 @@ async fn run(layer: Idempotency, req: Request, next: Next) -> Result<Response, R
         .extensions()
         .get::<Principal>()
         .map(|p| p.client_id.to_string())
-        .ok_or_else(|| ApiError::Unauthorized("a bearer token is required".to_owned()).into_response())?;
+        .ok_or_else(|| {
+            ApiError::Unauthorized("a bearer token is required".to_owned()).into_response()
+        })?;
 
     let (mut parts, body) = req.into_parts();
     let bytes = to_bytes(body, BODY_LIMIT)
@@ -140,7 +142,14 @@ async fn run(layer: Idempotency, req: Request, next: Next) -> Result<Response, R
 
     let begin = layer
         .store
-        .begin(&scope, &key, &fingerprint, layer.clock.now(), layer.lock_ttl, layer.retention)
+        .begin(
+            &scope,
+            &key,
+            &fingerprint,
+            layer.clock.now(),
+            layer.lock_ttl,
+            layer.retention,
+        )
         .await
         .map_err(|e| ApiError::from(e).into_response())?;
     match begin {
@@ -163,7 +172,9 @@ async fn run(layer: Idempotency, req: Request, next: Next) -> Result<Response, R
     }
 
     parts.extensions.insert(IdempotencyKey(key.clone()));
-    let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+    let response = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
 
     let status = response.status();
     if !worth_storing(status) {
@@ -177,7 +188,9 @@ async fn run(layer: Idempotency, req: Request, next: Next) -> Result<Response, R
         Ok(body) => body,
         Err(err) => {
             let _ = layer.store.release(&scope, &key).await;
-            return Err(ApiError::internal(anyhow::anyhow!("reading the response: {err}")).into_response());
+            return Err(
+                ApiError::internal(anyhow::anyhow!("reading the response: {err}")).into_response(),
+            );
         }
     };
     let headers = [header::CONTENT_TYPE, header::LOCATION]
@@ -195,7 +208,11 @@ async fn run(layer: Idempotency, req: Request, next: Next) -> Result<Response, R
         headers,
         body: body.to_vec(),
     };
-    if let Err(err) = layer.store.complete(&scope, &key, &stored, layer.clock.now()).await {
+    if let Err(err) = layer
+        .store
+        .complete(&scope, &key, &stored, layer.clock.now())
+        .await
+    {
         // The effect happened; the client gets its answer. A retry would
         // find the key in flight until the lock lapses.
         tracing::error!(error = %err, "could not store an idempotent response");

@@ -41,10 +41,16 @@ pub struct Problem {
 pub enum ApiError {
     /// The body is not JSON at all, or not of the declared media type.
     #[error("{detail}")]
-    Malformed { detail: String, errors: Vec<FieldError> },
+    Malformed {
+        detail: String,
+        errors: Vec<FieldError>,
+    },
     /// Well-formed, but some fields are invalid.
     #[error("{detail}")]
-    Validation { detail: String, errors: Vec<FieldError> },
+    Validation {
+        detail: String,
+        errors: Vec<FieldError>,
+    },
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
@@ -95,7 +101,9 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Malformed { .. } => StatusCode::BAD_REQUEST,
-            Self::Validation { .. } | Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Validation { .. } | Self::Unprocessable { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
@@ -131,7 +139,10 @@ impl ApiError {
             Self::Malformed { detail, errors } | Self::Validation { detail, errors } => {
                 (detail.clone(), errors.clone())
             }
-            Self::PayloadTooLarge { .. } => (self.to_string(), vec![FieldError::new("body", self.to_string())]),
+            Self::PayloadTooLarge { .. } => (
+                self.to_string(),
+                vec![FieldError::new("body", self.to_string())],
+            ),
             // Never leak internals; the request id leads to the log line.
             Self::Internal(_) => ("an unexpected error occurred".to_owned(), Vec::new()),
             other => (other.to_string(), Vec::new()),
@@ -179,7 +190,10 @@ pub fn problem_response(problem: &Problem) -> Response {
     let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (
         status,
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        )],
         body,
     )
         .into_response()
@@ -191,7 +205,8 @@ mod tests {
 
     #[test]
     fn an_internal_error_hides_its_cause() {
-        let problem = ApiError::internal(anyhow::anyhow!("disk on fire at /var/secret")).to_problem();
+        let problem =
+            ApiError::internal(anyhow::anyhow!("disk on fire at /var/secret")).to_problem();
         assert_eq!(problem.status, 500);
         assert!(!problem.detail.contains("secret"));
     }

@@ -49,9 +49,14 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
         .unwrap_or_else(|| ulid::Ulid::new().to_string());
     req.extensions_mut().insert(RequestId(id.clone()));
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path(), client_id = tracing::field::Empty);
-    let mut response = CURRENT.scope(id.clone(), next.run(req)).instrument(span).await;
+    let mut response = CURRENT
+        .scope(id.clone(), next.run(req))
+        .instrument(span)
+        .await;
     if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert(REQUEST_ID_HEADER.clone(), value);
+        response
+            .headers_mut()
+            .insert(REQUEST_ID_HEADER.clone(), value);
     }
     response
 }

@@ -10,13 +10,43 @@ use crate::ProductStore;
 use crate::catalog::Product;
 
 const DEMO: &[(&str, &str, &str, &str)] = &[
-    ("MUG-CLASSIC", "Classic enamel mug", "12.50", r#"{"color": "white", "material": "enamel"}"#),
-    ("TEE-ORG-M", "Organic cotton T-shirt, M", "19.99", r#"{"size": "M", "color": "navy"}"#),
-    ("TEE-ORG-L", "Organic cotton T-shirt, L", "19.99", r#"{"size": "L", "color": "navy"}"#),
-    ("BOTTLE-750", "Insulated bottle 750 ml", "24.90", r#"{"volume_ml": 750}"#),
-    ("NOTEBOOK-A5", "Dotted notebook A5", "8.40", r#"{"pages": 192}"#),
+    (
+        "MUG-CLASSIC",
+        "Classic enamel mug",
+        "12.50",
+        r#"{"color": "white", "material": "enamel"}"#,
+    ),
+    (
+        "TEE-ORG-M",
+        "Organic cotton T-shirt, M",
+        "19.99",
+        r#"{"size": "M", "color": "navy"}"#,
+    ),
+    (
+        "TEE-ORG-L",
+        "Organic cotton T-shirt, L",
+        "19.99",
+        r#"{"size": "L", "color": "navy"}"#,
+    ),
+    (
+        "BOTTLE-750",
+        "Insulated bottle 750 ml",
+        "24.90",
+        r#"{"volume_ml": 750}"#,
+    ),
+    (
+        "NOTEBOOK-A5",
+        "Dotted notebook A5",
+        "8.40",
+        r#"{"pages": 192}"#,
+    ),
     ("PEN-FOUNTAIN", "Fountain pen", "34.00", r#"{"nib": "F"}"#),
-    ("BAG-TOTE", "Canvas tote bag", "14.00", r#"{"material": "canvas"}"#),
+    (
+        "BAG-TOTE",
+        "Canvas tote bag",
+        "14.00",
+        r#"{"material": "canvas"}"#,
+    ),
     ("LAMP-DESK", "LED desk lamp", "49.95", r#"{"watts": 8}"#),
 ];
 

@@ -85,7 +85,10 @@ async fn list_products(
     let limit = q.limit.unwrap_or(50).clamp(1, 200) as usize;
     let after = q
         .cursor
-        .map(|c| ProductId::parse(&c).map_err(|_| ApiError::field("cursor", "is not a cursor this API issued")))
+        .map(|c| {
+            ProductId::parse(&c)
+                .map_err(|_| ApiError::field("cursor", "is not a cursor this API issued"))
+        })
         .transpose()?;
     let seller = q
         .seller
@@ -119,7 +122,8 @@ async fn get_product(
         StoreError::NotFound => not_found(),
         other => other.into(),
     })?;
-    if !product.active && principal.role != Role::Admin && principal.client_id != product.seller_id {
+    if !product.active && principal.role != Role::Admin && principal.client_id != product.seller_id
+    {
         return Err(not_found());
     }
     Ok(axum::Json(product.into()))

@@ -2,7 +2,9 @@ use std::str::FromStr;
 
 use ordo_bus::Envelope;
 use ordo_kernel::{ClientId, Currency, ProductId, StoreError};
-use ordo_sqlite::{Database, Migration, MigrationSet, PLATFORM_MIGRATIONS, outbox_append, store_error, time};
+use ordo_sqlite::{
+    Database, Migration, MigrationSet, PLATFORM_MIGRATIONS, outbox_append, store_error, time,
+};
 use rusqlite::{Row, params};
 use rust_decimal::Decimal;
 
@@ -26,7 +28,12 @@ pub trait ProductStore: Send + Sync + 'static {
     async fn insert_all(&self, products: Vec<(Product, Envelope)>) -> Result<(), StoreError>;
     async fn get(&self, id: ProductId) -> Result<Product, StoreError>;
     /// A page of products in id order after `after`, optionally one seller's.
-    async fn list(&self, seller: Option<ClientId>, after: Option<ProductId>, limit: usize) -> Result<Vec<Product>, StoreError>;
+    async fn list(
+        &self,
+        seller: Option<ClientId>,
+        after: Option<ProductId>,
+        limit: usize,
+    ) -> Result<Vec<Product>, StoreError>;
     async fn count(&self) -> Result<u64, StoreError>;
 }
 
@@ -42,12 +49,33 @@ impl SqliteProductStore {
 
 const COLUMNS: &str = "id, sku, name, price, currency, seller_id, attributes, active, version, created_at, updated_at";
 
-type Raw = (String, String, String, String, String, String, String, bool, i64, String, String);
+type Raw = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    bool,
+    i64,
+    String,
+    String,
+);
 
 fn raw(row: &Row<'_>) -> rusqlite::Result<Raw> {
     Ok((
-        row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?,
-        row.get(6)?, row.get(7)?, row.get(8)?, row.get(9)?, row.get(10)?,
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+        row.get(6)?,
+        row.get(7)?,
+        row.get(8)?,
+        row.get(9)?,
+        row.get(10)?,
     ))
 }
 
@@ -104,7 +132,12 @@ impl ProductStore for SqliteProductStore {
         product(r)
     }
 
-    async fn list(&self, seller: Option<ClientId>, after: Option<ProductId>, limit: usize) -> Result<Vec<Product>, StoreError> {
+    async fn list(
+        &self,
+        seller: Option<ClientId>,
+        after: Option<ProductId>,
+        limit: usize,
+    ) -> Result<Vec<Product>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = self
             .db
@@ -117,7 +150,14 @@ impl ProductStore for SqliteProductStore {
                     ))
                     .map_err(store_error)?;
                 let rows = stmt
-                    .query_map(params![seller.map(|s| s.to_string()), after.map(|a| a.to_string()), limit], raw)
+                    .query_map(
+                        params![
+                            seller.map(|s| s.to_string()),
+                            after.map(|a| a.to_string()),
+                            limit
+                        ],
+                        raw,
+                    )
                     .map_err(store_error)?;
                 rows.collect::<Result<Vec<_>, _>>().map_err(store_error)
             })

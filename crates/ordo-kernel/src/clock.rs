@@ -19,7 +19,8 @@ impl Clock for SystemClock {
     /// back equals the value written.
     fn now(&self) -> DateTime<Utc> {
         let now = Utc::now();
-        now.with_nanosecond(now.nanosecond() / 1_000 * 1_000).unwrap_or(now)
+        now.with_nanosecond(now.nanosecond() / 1_000 * 1_000)
+            .unwrap_or(now)
     }
 }
 

@@ -161,9 +161,18 @@ mod tests {
     fn amounts_respect_the_minor_unit() {
         let eur = Currency::parse("EUR").unwrap();
         let jpy = Currency::parse("JPY").unwrap();
-        assert!(eur.check_amount(Decimal::from_str("19.99").unwrap()).is_ok());
-        assert!(eur.check_amount(Decimal::from_str("19.990").unwrap()).is_ok());
-        assert!(eur.check_amount(Decimal::from_str("19.999").unwrap()).is_err());
+        assert!(
+            eur.check_amount(Decimal::from_str("19.99").unwrap())
+                .is_ok()
+        );
+        assert!(
+            eur.check_amount(Decimal::from_str("19.990").unwrap())
+                .is_ok()
+        );
+        assert!(
+            eur.check_amount(Decimal::from_str("19.999").unwrap())
+                .is_err()
+        );
         assert!(jpy.check_amount(Decimal::from_str("1.5").unwrap()).is_err());
         assert!(eur.check_amount(Decimal::from_str("-1").unwrap()).is_err());
     }

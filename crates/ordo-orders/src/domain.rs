@@ -271,7 +271,11 @@ mod tests {
         ];
         for from in OrderStatus::ALL {
             for to in OrderStatus::ALL {
-                assert_eq!(from.can_become(to), allowed.contains(&(from, to)), "{from} -> {to}");
+                assert_eq!(
+                    from.can_become(to),
+                    allowed.contains(&(from, to)),
+                    "{from} -> {to}"
+                );
             }
         }
         for status in OrderStatus::ALL {
@@ -325,7 +329,13 @@ mod tests {
             (gone.product_id, gone.clone()),
         ]);
         let errors = price(
-            &[line(&a, 1), line(&usd, 1), line(&gone, 1), line(&unknown, 1), line(&a, 2)],
+            &[
+                line(&a, 1),
+                line(&usd, 1),
+                line(&gone, 1),
+                line(&unknown, 1),
+                line(&a, 2),
+            ],
             &catalog,
         )
         .unwrap_err();
@@ -369,10 +379,21 @@ mod tests {
             updated_at: now,
         };
         let cancelled = order
-            .transition(OrderStatus::Cancelled, Some(CancellationReason::CustomerCancelled), now)
+            .transition(
+                OrderStatus::Cancelled,
+                Some(CancellationReason::CustomerCancelled),
+                now,
+            )
             .unwrap();
         assert_eq!(cancelled.version, 2);
-        assert_eq!(cancelled.cancellation_reason.as_deref(), Some("customer_cancelled"));
-        assert!(cancelled.transition(OrderStatus::Cancelled, None, now).is_err());
+        assert_eq!(
+            cancelled.cancellation_reason.as_deref(),
+            Some("customer_cancelled")
+        );
+        assert!(
+            cancelled
+                .transition(OrderStatus::Cancelled, None, now)
+                .is_err()
+        );
     }
 }

@@ -39,7 +39,9 @@ impl Handler for CatalogProjection {
             active: p.active,
             version: p.version,
         };
-        self.store.upsert_catalog(entry, inbox(CATALOG_CONSUMER, event)).await?;
+        self.store
+            .upsert_catalog(entry, inbox(CATALOG_CONSUMER, event))
+            .await?;
         Ok(())
     }
 }
@@ -87,8 +89,14 @@ pub fn consumers(store: Arc<dyn OrderStore>) -> Vec<Consumer> {
         Consumer::new(
             CATALOG_CONSUMER,
             &[ProductUpserted::TYPE],
-            Arc::new(CatalogProjection { store: store.clone() }),
+            Arc::new(CatalogProjection {
+                store: store.clone(),
+            }),
         ),
-        Consumer::new(TIMELINE_CONSUMER, TIMELINE_EVENTS, Arc::new(TimelineWriter { store })),
+        Consumer::new(
+            TIMELINE_CONSUMER,
+            TIMELINE_EVENTS,
+            Arc::new(TimelineWriter { store }),
+        ),
     ]
 }

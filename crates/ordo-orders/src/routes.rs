@@ -52,9 +52,15 @@ pub fn router(state: OrdersState) -> OpenApiRouter {
 impl From<OrderError> for ApiError {
     fn from(err: OrderError) -> Self {
         match err {
-            OrderError::Pricing(errors) => ApiError::validation(errors.iter().map(pricing_field).collect()),
+            OrderError::Pricing(errors) => {
+                ApiError::validation(errors.iter().map(pricing_field).collect())
+            }
             OrderError::NotFound => ApiError::not_found("no such order"),
             OrderError::Forbidden(why) => ApiError::Forbidden(why.to_owned()),
+            OrderError::KeyReused => ApiError::Unprocessable {
+                slug: "idempotency-key-reused",
+                detail: "this Idempotency-Key was used with a different request".to_owned(),
+            },
             OrderError::Transition(t) => ApiError::Conflict {
                 slug: "invalid-transition",
                 detail: format!("the order is {}: it can no longer become {}", t.from, t.to),
@@ -69,8 +75,14 @@ fn pricing_field(err: &PricingError) -> FieldError {
     let (line, message) = match err {
         PricingError::UnknownProduct { line } => (line, "no such product"),
         PricingError::Unavailable { line } => (line, "is not available"),
-        PricingError::Duplicate { line } => (line, "appears more than once; order a larger quantity instead"),
-        PricingError::MixedCurrencies { line } => (line, "is priced in another currency than the rest of the order"),
+        PricingError::Duplicate { line } => (
+            line,
+            "appears more than once; order a larger quantity instead",
+        ),
+        PricingError::MixedCurrencies { line } => (
+            line,
+            "is priced in another currency than the rest of the order",
+        ),
     };
     FieldError::new(format!("items[{line}].product_id"), message)
 }
@@ -121,9 +133,15 @@ fn text(errors: &mut Vec<FieldError>, field: &str, value: &str, max: usize) -> S
     if trimmed.is_empty() {
         errors.push(FieldError::new(field, "must not be empty"));
     } else if trimmed.chars().count() > max {
-        errors.push(FieldError::new(field, format!("must be at most {max} characters")));
+        errors.push(FieldError::new(
+            field,
+            format!("must be at most {max} characters"),
+        ));
     } else if trimmed.chars().any(char::is_control) {
-        errors.push(FieldError::new(field, "must not contain control characters"));
+        errors.push(FieldError::new(
+            field,
+            "must not contain control characters",
+        ));
     }
     trimmed.to_owned()
 }
@@ -136,20 +154,32 @@ impl CreateOrderRequest {
             errors.push(FieldError::new("items", "must hold at least one line"));
         }
         if self.items.len() > MAX_LINES {
-            errors.push(FieldError::new("items", format!("must hold at most {MAX_LINES} lines")));
+            errors.push(FieldError::new(
+                "items",
+                format!("must hold at most {MAX_LINES} lines"),
+            ));
         }
         let mut lines = Vec::with_capacity(self.items.len());
         for (i, line) in self.items.iter().enumerate() {
             let product = ProductId::parse(&line.product_id);
             let quantity = Quantity::new(line.quantity);
             if product.is_err() {
-                errors.push(FieldError::new(format!("items[{i}].product_id"), "is not a product id (prd_…)"));
+                errors.push(FieldError::new(
+                    format!("items[{i}].product_id"),
+                    "is not a product id (prd_…)",
+                ));
             }
             if let Err(e) = &quantity {
-                errors.push(FieldError::new(format!("items[{i}].quantity"), e.to_string()));
+                errors.push(FieldError::new(
+                    format!("items[{i}].quantity"),
+                    e.to_string(),
+                ));
             }
             if let (Ok(product_id), Ok(quantity)) = (product, quantity) {
-                lines.push(RequestedLine { product_id, quantity });
+                lines.push(RequestedLine {
+                    product_id,
+                    quantity,
+                });
             }
         }
         let a = &self.shipping_address;
@@ -162,10 +192,16 @@ impl CreateOrderRequest {
                 .filter(|l| !l.trim().is_empty())
                 .map(|l| text(&mut errors, "shipping_address.line2", l, 200)),
             city: text(&mut errors, "shipping_address.city", &a.city, 100),
-            postal_code: text(&mut errors, "shipping_address.postal_code", &a.postal_code, 20),
+            postal_code: text(
+                &mut errors,
+                "shipping_address.postal_code",
+                &a.postal_code,
+                20,
+            ),
             country: a.country.trim().to_owned(),
         };
-        if !(address.country.len() == 2 && address.country.bytes().all(|b| b.is_ascii_uppercase())) {
+        if !(address.country.len() == 2 && address.country.bytes().all(|b| b.is_ascii_uppercase()))
+        {
             errors.push(FieldError::new(
                 "shipping_address.country",
                 "must be an ISO 3166-1 alpha-2 code such as DE",
@@ -173,7 +209,10 @@ impl CreateOrderRequest {
         }
         let token = self.payment.token.trim().to_owned();
         if token.is_empty() || token.len() > 200 || !token.bytes().all(|b| b.is_ascii_graphic()) {
-            errors.push(FieldError::new("payment.token", "must be 1 to 200 visible ASCII characters"));
+            errors.push(FieldError::new(
+                "payment.token",
+                "must be 1 to 200 visible ASCII characters",
+            ));
         }
         let attributes = self.attributes.unwrap_or_else(|| serde_json::json!({}));
         if !attributes.is_object() {
@@ -358,7 +397,11 @@ pub struct OrderPage {
     next_cursor: Option<String>,
 }
 
-fn instant(errors: &mut Vec<FieldError>, field: &str, value: Option<&str>) -> Option<DateTime<Utc>> {
+fn instant(
+    errors: &mut Vec<FieldError>,
+    field: &str,
+    value: Option<&str>,
+) -> Option<DateTime<Utc>> {
     let value = value?;
     match DateTime::parse_from_rfc3339(value) {
         Ok(t) => Some(t.with_timezone(&Utc)),
@@ -413,7 +456,10 @@ impl ListQuery {
             before,
         };
         if self.limit == Some(0) {
-            errors.push(FieldError::new("limit", format!("must be from 1 to {MAX_PAGE}")));
+            errors.push(FieldError::new(
+                "limit",
+                format!("must be from 1 to {MAX_PAGE}"),
+            ));
         }
         if !errors.is_empty() {
             return Err(ApiError::validation(errors));
@@ -434,7 +480,9 @@ async fn list_orders(
     let mut orders = state.service.list(&principal, filter, limit + 1).await?;
     let next_cursor = if orders.len() > limit {
         orders.truncate(limit);
-        orders.last().map(|o| URL_SAFE_NO_PAD.encode(o.id.to_string()))
+        orders
+            .last()
+            .map(|o| URL_SAFE_NO_PAD.encode(o.id.to_string()))
     } else {
         None
     };
@@ -456,7 +504,10 @@ async fn cancel_order(
     Path(id): Path<String>,
 ) -> Result<axum::Json<OrderView>, ApiError> {
     let context = EventContext::from_request(request_id);
-    let order = state.service.cancel(&principal, parse_order_id(&id)?, &context).await?;
+    let order = state
+        .service
+        .cancel(&principal, parse_order_id(&id)?, &context)
+        .await?;
     Ok(axum::Json(order.into()))
 }
 
@@ -501,7 +552,10 @@ async fn get_timeline(
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<axum::Json<Timeline>, ApiError> {
-    let entries = state.service.timeline(&principal, parse_order_id(&id)?).await?;
+    let entries = state
+        .service
+        .timeline(&principal, parse_order_id(&id)?)
+        .await?;
     Ok(axum::Json(Timeline {
         items: entries.into_iter().map(TimelineEntryView::from).collect(),
     }))

@@ -7,7 +7,9 @@ use ordo_events::{Address, OrderCancelled, OrderCreated};
 use ordo_http::{Principal, Role};
 use ordo_kernel::{ClientId, Clock, EventId, IdGen, OrderId, StoreError};
 
-use crate::domain::{self, CancellationReason, Order, OrderStatus, PricingError, RequestedLine, TransitionError};
+use crate::domain::{
+    self, CancellationReason, Order, OrderStatus, PricingError, RequestedLine, TransitionError,
+};
 use crate::store::{OrderFilter, OrderStore, TimelineEntry};
 
 /// An order as the customer asked for it, validated in shape at the edge.
@@ -29,12 +31,45 @@ pub enum OrderError {
     NotFound,
     #[error("{0}")]
     Forbidden(&'static str),
+    /// The idempotency key already created a different order.
+    #[error("this Idempotency-Key created another order")]
+    KeyReused,
     #[error(transparent)]
     Transition(#[from] TransitionError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
+}
+
+fn order_request(order: &Order) -> NewOrder {
+    NewOrder {
+        lines: order
+            .items
+            .iter()
+            .map(|i| RequestedLine {
+                product_id: i.product_id,
+                quantity: i.quantity,
+            })
+            .collect(),
+        shipping_address: order.shipping_address.clone(),
+        payment_token: order.payment_token.clone(),
+        attributes: order.attributes.clone(),
+    }
+}
+
+/// Whether `new` asks for the order `existing` already is.
+fn same_request(existing: &Order, new: &NewOrder) -> Result<(), OrderError> {
+    let had = order_request(existing);
+    if had.lines == new.lines
+        && had.shipping_address == new.shipping_address
+        && had.payment_token == new.payment_token
+        && had.attributes == new.attributes
+    {
+        Ok(())
+    } else {
+        Err(OrderError::KeyReused)
+    }
 }
 
 pub struct OrdersService {
@@ -72,16 +107,22 @@ impl OrdersService {
         if customer.role != Role::Customer {
             return Err(OrderError::Forbidden("only customers place orders"));
         }
-        if let Some(key) = &idempotency_key {
-            if let Some(existing) = self.store.find_by_idempotency_key(customer.client_id, key).await? {
-                return Ok((existing, false));
-            }
+        // The idempotency layer keeps keys for 24 hours; the order keeps the
+        // key that created it for good, so a key never makes two orders.
+        if let Some(key) = &idempotency_key
+            && let Some(existing) = self
+                .store
+                .find_by_idempotency_key(customer.client_id, key)
+                .await?
+        {
+            return same_request(&existing, &new).map(|()| (existing, false));
         }
         let catalog = self
             .store
             .catalog(new.lines.iter().map(|l| l.product_id).collect())
             .await?;
-        let (items, currency, total) = domain::price(&new.lines, &catalog).map_err(OrderError::Pricing)?;
+        let (items, currency, total) =
+            domain::price(&new.lines, &catalog).map_err(OrderError::Pricing)?;
         let now = self.clock.now();
         let order = Order {
             id: OrderId::from_ulid(self.ids.ulid()),
@@ -121,14 +162,14 @@ impl OrdersService {
         match self.store.create(order.clone(), created).await {
             Ok(()) => Ok((order, true)),
             Err(StoreError::Conflict(_)) if idempotency_key.is_some() => {
-                // A concurrent or earlier request with the same key won.
+                // A concurrent request with the same key won.
                 let key = idempotency_key.unwrap_or_default();
                 let existing = self
                     .store
                     .find_by_idempotency_key(customer.client_id, &key)
                     .await?
                     .ok_or(OrderError::NotFound)?;
-                Ok((existing, false))
+                same_request(&existing, &order_request(&order)).map(|()| (existing, false))
             }
             Err(err) => Err(err.into()),
         }
@@ -151,22 +192,35 @@ impl OrdersService {
             Role::Seller => order.has_seller(caller.client_id),
             Role::Courier => false,
         };
-        if visible { Ok(order) } else { Err(OrderError::NotFound) }
+        if visible {
+            Ok(order)
+        } else {
+            Err(OrderError::NotFound)
+        }
     }
 
     /// A page of the orders the caller may see, narrowed by `filter`.
-    pub async fn list(&self, caller: &Principal, mut filter: OrderFilter, limit: usize) -> Result<Vec<Order>, OrderError> {
+    pub async fn list(
+        &self,
+        caller: &Principal,
+        mut filter: OrderFilter,
+        limit: usize,
+    ) -> Result<Vec<Order>, OrderError> {
         match caller.role {
             Role::Admin => {}
             Role::Customer => {
                 if filter.customer.is_some_and(|c| c != caller.client_id) {
-                    return Err(OrderError::Forbidden("customers list their own orders only"));
+                    return Err(OrderError::Forbidden(
+                        "customers list their own orders only",
+                    ));
                 }
                 filter.customer = Some(caller.client_id);
             }
             Role::Seller => {
                 if filter.seller.is_some_and(|s| s != caller.client_id) {
-                    return Err(OrderError::Forbidden("sellers list orders of their own products only"));
+                    return Err(OrderError::Forbidden(
+                        "sellers list orders of their own products only",
+                    ));
                 }
                 filter.seller = Some(caller.client_id);
             }
@@ -176,19 +230,27 @@ impl OrdersService {
     }
 
     /// Cancels an order on behalf of its customer or an admin.
-    pub async fn cancel(&self, caller: &Principal, id: OrderId, context: &EventContext) -> Result<Order, OrderError> {
+    pub async fn cancel(
+        &self,
+        caller: &Principal,
+        id: OrderId,
+        context: &EventContext,
+    ) -> Result<Order, OrderError> {
         let reason = match caller.role {
             Role::Customer => CancellationReason::CustomerCancelled,
             Role::Admin => CancellationReason::AdminCancelled,
             Role::Seller | Role::Courier => {
                 // Not theirs to cancel; a seller who can see it learns why.
                 self.get(caller, id).await?;
-                return Err(OrderError::Forbidden("only the customer or an admin cancels an order"));
+                return Err(OrderError::Forbidden(
+                    "only the customer or an admin cancels an order",
+                ));
             }
         };
         for _ in 0..TRANSITION_ATTEMPTS {
             let order = self.get(caller, id).await?;
-            let cancelled = order.transition(OrderStatus::Cancelled, Some(reason), self.clock.now())?;
+            let cancelled =
+                order.transition(OrderStatus::Cancelled, Some(reason), self.clock.now())?;
             let event = Envelope::new(
                 self.event_id(),
                 cancelled.updated_at,
@@ -214,10 +276,16 @@ impl OrdersService {
                 Err(err) => return Err(err.into()),
             }
         }
-        Err(OrderError::Other(anyhow::anyhow!("order {id} kept changing while being cancelled")))
+        Err(OrderError::Other(anyhow::anyhow!(
+            "order {id} kept changing while being cancelled"
+        )))
     }
 
-    pub async fn timeline(&self, caller: &Principal, id: OrderId) -> Result<Vec<TimelineEntry>, OrderError> {
+    pub async fn timeline(
+        &self,
+        caller: &Principal,
+        id: OrderId,
+    ) -> Result<Vec<TimelineEntry>, OrderError> {
         self.get(caller, id).await?;
         Ok(self.store.timeline(id).await?)
     }

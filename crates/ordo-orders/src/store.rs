@@ -8,7 +8,10 @@ use chrono::{DateTime, Utc};
 use ordo_bus::Envelope;
 use ordo_events::Address;
 use ordo_kernel::{ClientId, Currency, OrderId, ProductId, Quantity, StoreError};
-use ordo_sqlite::{Database, Migration, MigrationSet, PLATFORM_MIGRATIONS, WriteTx, inbox_record, outbox_append, store_error, time};
+use ordo_sqlite::{
+    Database, Migration, MigrationSet, PLATFORM_MIGRATIONS, WriteTx, inbox_record, outbox_append,
+    store_error, time,
+};
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use rust_decimal::Decimal;
 
@@ -78,7 +81,11 @@ pub trait OrderStore: Send + Sync + 'static {
     /// when the customer already used the order's idempotency key.
     async fn create(&self, order: Order, created: Envelope) -> Result<(), StoreError>;
     async fn get(&self, id: OrderId) -> Result<Order, StoreError>;
-    async fn find_by_idempotency_key(&self, customer: ClientId, key: &str) -> Result<Option<Order>, StoreError>;
+    async fn find_by_idempotency_key(
+        &self,
+        customer: ClientId,
+        key: &str,
+    ) -> Result<Option<Order>, StoreError>;
     async fn list(&self, filter: OrderFilter, limit: usize) -> Result<Vec<Order>, StoreError>;
     /// Saves a transitioned order with its events, if the stored version is
     /// still `expected_version` (else `Conflict`), and with the inbox entry
@@ -90,9 +97,16 @@ pub trait OrderStore: Send + Sync + 'static {
         events: Vec<Envelope>,
         inbox: Option<InboxKey>,
     ) -> Result<Applied, StoreError>;
-    async fn catalog(&self, ids: Vec<ProductId>) -> Result<HashMap<ProductId, CatalogEntry>, StoreError>;
+    async fn catalog(
+        &self,
+        ids: Vec<ProductId>,
+    ) -> Result<HashMap<ProductId, CatalogEntry>, StoreError>;
     /// Keeps the entry if it is newer than the one held.
-    async fn upsert_catalog(&self, entry: CatalogEntry, inbox: InboxKey) -> Result<Applied, StoreError>;
+    async fn upsert_catalog(
+        &self,
+        entry: CatalogEntry,
+        inbox: InboxKey,
+    ) -> Result<Applied, StoreError>;
     /// Appends `event` to its order's timeline. With `after`, the entry
     /// with that sequence must already be there.
     async fn append_timeline(
@@ -178,8 +192,11 @@ fn attach_items(conn: &Connection, orders: &mut [Order]) -> Result<(), StoreErro
         ))
         .map_err(store_error)?;
     let ids: Vec<String> = orders.iter().map(|o| o.id.to_string()).collect();
-    let mut rows = stmt.query(params_from_iter(ids.iter())).map_err(store_error)?;
-    let index: HashMap<String, usize> = ids.into_iter().enumerate().map(|(i, id)| (id, i)).collect();
+    let mut rows = stmt
+        .query(params_from_iter(ids.iter()))
+        .map_err(store_error)?;
+    let index: HashMap<String, usize> =
+        ids.into_iter().enumerate().map(|(i, id)| (id, i)).collect();
     while let Some(row) = rows.next().map_err(store_error)? {
         let (order_id, item) = item_row(row)?;
         if let Some(&i) = index.get(&order_id) {
@@ -189,7 +206,11 @@ fn attach_items(conn: &Connection, orders: &mut [Order]) -> Result<(), StoreErro
     Ok(())
 }
 
-fn query_orders(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<Vec<Order>, StoreError> {
+fn query_orders(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<Order>, StoreError> {
     let mut stmt = conn.prepare_cached(sql).map_err(store_error)?;
     let mut rows = stmt.query(params).map_err(store_error)?;
     let mut orders = Vec::new();
@@ -264,14 +285,22 @@ impl OrderStore for SqliteOrderStore {
     async fn get(&self, id: OrderId) -> Result<Order, StoreError> {
         self.db
             .read(move |conn| {
-                query_orders(conn, &format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ?1"), [id.to_string()])?
-                    .pop()
-                    .ok_or(StoreError::NotFound)
+                query_orders(
+                    conn,
+                    &format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ?1"),
+                    [id.to_string()],
+                )?
+                .pop()
+                .ok_or(StoreError::NotFound)
             })
             .await
     }
 
-    async fn find_by_idempotency_key(&self, customer: ClientId, key: &str) -> Result<Option<Order>, StoreError> {
+    async fn find_by_idempotency_key(
+        &self,
+        customer: ClientId,
+        key: &str,
+    ) -> Result<Option<Order>, StoreError> {
         let key = key.to_owned();
         self.db
             .read(move |conn| {
@@ -301,7 +330,9 @@ impl OrderStore for SqliteOrderStore {
                     values.push(customer.to_string());
                 }
                 if let Some(seller) = filter.seller {
-                    conditions.push("o.id IN (SELECT i.order_id FROM order_items i WHERE i.seller_id = ?)");
+                    conditions.push(
+                        "o.id IN (SELECT i.order_id FROM order_items i WHERE i.seller_id = ?)",
+                    );
                     values.push(seller.to_string());
                 }
                 if let Some(from) = filter.created_from {
@@ -326,7 +357,9 @@ impl OrderStore for SqliteOrderStore {
                 } else {
                     format!("WHERE {}", conditions.join(" AND "))
                 };
-                let sql = format!("SELECT {columns} FROM orders o {where_clause} ORDER BY o.id DESC LIMIT {limit}");
+                let sql = format!(
+                    "SELECT {columns} FROM orders o {where_clause} ORDER BY o.id DESC LIMIT {limit}"
+                );
                 query_orders(conn, &sql, params_from_iter(values.iter()))
             })
             .await
@@ -374,7 +407,10 @@ impl OrderStore for SqliteOrderStore {
             .await
     }
 
-    async fn catalog(&self, ids: Vec<ProductId>) -> Result<HashMap<ProductId, CatalogEntry>, StoreError> {
+    async fn catalog(
+        &self,
+        ids: Vec<ProductId>,
+    ) -> Result<HashMap<ProductId, CatalogEntry>, StoreError> {
         self.db
             .read(move |conn| {
                 let mut stmt = conn
@@ -407,8 +443,10 @@ impl OrderStore for SqliteOrderStore {
                                 sku,
                                 name,
                                 price: decimal(&price)?,
-                                currency: Currency::parse(&currency).map_err(|_| bad("currency"))?,
-                                seller_id: ClientId::parse(&seller).map_err(|_| bad("seller id"))?,
+                                currency: Currency::parse(&currency)
+                                    .map_err(|_| bad("currency"))?,
+                                seller_id: ClientId::parse(&seller)
+                                    .map_err(|_| bad("seller id"))?,
                                 active,
                                 version,
                             },
@@ -420,7 +458,11 @@ impl OrderStore for SqliteOrderStore {
             .await
     }
 
-    async fn upsert_catalog(&self, entry: CatalogEntry, inbox: InboxKey) -> Result<Applied, StoreError> {
+    async fn upsert_catalog(
+        &self,
+        entry: CatalogEntry,
+        inbox: InboxKey,
+    ) -> Result<Applied, StoreError> {
         self.db
             .write(move |tx| {
                 if !record_inbox(tx, &Some(inbox))? {

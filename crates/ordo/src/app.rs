@@ -15,11 +15,11 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use ordo_auth::{AuthService, AuthState, StoreDirectory};
 use ordo_bus::{Consumer, LocalBus, OutboxStore, Relay, RetryPolicy};
+use ordo_http::ApiError;
 use ordo_http::auth::{Authenticator, require_auth};
 use ordo_http::idempotency::{Idempotency, idempotency};
 use ordo_http::metrics::{HttpMetrics, track};
 use ordo_http::request::{BODY_LIMIT, request_id, timeout};
-use ordo_http::ApiError;
 use ordo_inventory::InventoryState;
 use ordo_kernel::{Clock, IdGen, SystemClock, UlidGen};
 use ordo_orders::{OrdersService, OrdersState};
@@ -58,7 +58,12 @@ impl utoipa::Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
         );
     }
 }
@@ -118,7 +123,14 @@ impl AppBuilder {
             .await?,
         );
         let demo_credentials = if config.demo {
-            demo::first_start(&stores, &auth, &config.data_dir, clock.as_ref(), ids.as_ref()).await?
+            demo::first_start(
+                &stores,
+                &auth,
+                &config.data_dir,
+                clock.as_ref(),
+                ids.as_ref(),
+            )
+            .await?
         } else {
             None
         };
@@ -132,10 +144,16 @@ impl AppBuilder {
             max_delay: config.bus_retry_max,
         };
         let bus = LocalBus::new(consumers, stores.dead_letters.clone(), policy, stop.clone());
-        let outboxes: Vec<Arc<dyn OutboxStore>> =
-            vec![stores.orders_outbox.clone(), stores.inventory_outbox.clone()];
+        let outboxes: Vec<Arc<dyn OutboxStore>> = vec![
+            stores.orders_outbox.clone(),
+            stores.inventory_outbox.clone(),
+        ];
 
-        let orders = Arc::new(OrdersService::new(stores.orders.clone(), clock.clone(), ids.clone()));
+        let orders = Arc::new(OrdersService::new(
+            stores.orders.clone(),
+            clock.clone(),
+            ids.clone(),
+        ));
         let idempotency = Idempotency::new(stores.orders_idempotency.clone(), clock.clone());
         let authenticator = Authenticator::new(
             auth.jwt(),
@@ -177,23 +195,35 @@ impl AppBuilder {
             .merge(ordo_auth::token_router(auth_state))
             .merge(authenticated)
             .split_for_parts();
-        let openapi_json = api.to_pretty_json().context("rendering the OpenAPI document")?;
+        let openapi_json = api
+            .to_pretty_json()
+            .context("rendering the OpenAPI document")?;
 
         let request_timeout = config.request_timeout;
         let router = api_router
             .merge(Scalar::with_url("/docs", api))
             .route(
                 "/openapi.json",
-                get(move || async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], openapi_json) }),
+                get(move || async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        openapi_json,
+                    )
+                }),
             )
             .route("/health/live", get(ops::live))
-            .route("/health/ready", get(ops::ready).with_state(ops_state.clone()))
+            .route(
+                "/health/ready",
+                get(ops::ready).with_state(ops_state.clone()),
+            )
             .route("/metrics", get(ops::metrics).with_state(ops_state))
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed)
             .layer(DefaultBodyLimit::max(BODY_LIMIT))
             .layer(CatchPanicLayer::custom(panic_response))
-            .layer(from_fn(move |req, next| timeout(request_timeout, req, next)))
+            .layer(from_fn(move |req, next| {
+                timeout(request_timeout, req, next)
+            }))
             .layer(from_fn_with_state(http_metrics, track))
             .layer(from_fn(request_id));
 
@@ -258,7 +288,10 @@ impl App {
 
     /// Serves until `shutdown` resolves, then stops accepting, finishes the
     /// requests in flight, drains the outbox relays and stops the bus.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let Self {
             config,
             listener,
@@ -300,9 +333,14 @@ impl App {
 
 /// Deletes idempotency keys past their retention, hourly.
 async fn purge_idempotency_keys(idempotency: Idempotency, stop: CancellationToken) {
-    let retention = chrono::Duration::from_std(idempotency.retention()).unwrap_or(chrono::Duration::days(1));
+    let retention =
+        chrono::Duration::from_std(idempotency.retention()).unwrap_or(chrono::Duration::days(1));
     loop {
-        match idempotency.store().purge(chrono::Utc::now() - retention).await {
+        match idempotency
+            .store()
+            .purge(chrono::Utc::now() - retention)
+            .await
+        {
             Ok(0) => {}
             Ok(n) => info!(purged = n, "expired idempotency keys deleted"),
             Err(err) => warn!(error = %err, "could not purge idempotency keys"),

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use clap::Subcommand;
 use ordo_bus::{Envelope, EventContext};
 use ordo_events::{Address, OrderCreated};
-use ordo_kernel::{ClientId, Clock, Currency, EventId, IdGen, OrderId, ProductId, Quantity, SystemClock, UlidGen};
+use ordo_kernel::{
+    ClientId, Clock, Currency, EventId, IdGen, OrderId, ProductId, Quantity, SystemClock, UlidGen,
+};
 use ordo_orders::domain::{Order, OrderItem, OrderStatus};
 use ordo_orders::{OrderStore, SqliteOrderStore};
 use ordo_sqlite::{Database, DatabaseOptions};
@@ -33,11 +35,17 @@ pub enum BenchCommand {
 
 pub async fn run(config: &Config, command: BenchCommand) -> anyhow::Result<()> {
     match command {
-        BenchCommand::GroupCommit { writers, seconds } => group_commit(config, writers, seconds).await,
+        BenchCommand::GroupCommit { writers, seconds } => {
+            group_commit(config, writers, seconds).await
+        }
     }
 }
 
-fn sample_order(ids: &dyn IdGen, clock: &dyn Clock, customer: ClientId) -> anyhow::Result<(Order, Envelope)> {
+fn sample_order(
+    ids: &dyn IdGen,
+    clock: &dyn Clock,
+    customer: ClientId,
+) -> anyhow::Result<(Order, Envelope)> {
     let now = clock.now();
     let price = Decimal::from_str("19.99")?;
     let items: Vec<OrderItem> = (0..2)
@@ -95,7 +103,12 @@ fn sample_order(ids: &dyn IdGen, clock: &dyn Clock, customer: ClientId) -> anyho
     Ok((order, event))
 }
 
-async fn measure(dir: &std::path::Path, max_batch: usize, writers: usize, seconds: u64) -> anyhow::Result<f64> {
+async fn measure(
+    dir: &std::path::Path,
+    max_batch: usize,
+    writers: usize,
+    seconds: u64,
+) -> anyhow::Result<f64> {
     let db = Database::open(
         "bench",
         &dir.join(format!("bench-{max_batch}.db")),

@@ -15,7 +15,11 @@ use crate::config::{Config, FileConfig, LogFormat, Overrides};
 use crate::stores::Stores;
 
 #[derive(Debug, Parser)]
-#[command(name = "ordo", version, about = "Ordo: event-driven order processing. With no command, serves.")]
+#[command(
+    name = "ordo",
+    version,
+    about = "Ordo: event-driven order processing. With no command, serves."
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -204,8 +208,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let app = App::build(config.clone()).await?;
     let addr = app.local_addr()?;
     if let Some(credentials) = app.demo_credentials() {
-        println!("Demo clients created; their credentials are also in {}:",
-            crate::demo::credentials_path(&config.data_dir).display());
+        println!(
+            "Demo clients created; their credentials are also in {}:",
+            crate::demo::credentials_path(&config.data_dir).display()
+        );
         println!("{}", serde_json::to_string_pretty(credentials)?);
     }
     println!("Ordo is serving on http://{addr} (API docs: http://{addr}/docs)");
@@ -223,7 +229,10 @@ async fn dlq(store: &dyn DeadLetterStore, command: DlqCommand) -> anyhow::Result
             } else if letters.is_empty() {
                 println!("no dead letters");
             } else {
-                println!("{:<30} {:<18} {:<20} {:>8} {:<17} ERROR", "ID", "CONSUMER", "TYPE", "ATTEMPTS", "STATUS");
+                println!(
+                    "{:<30} {:<18} {:<20} {:>8} {:<17} ERROR",
+                    "ID", "CONSUMER", "TYPE", "ATTEMPTS", "STATUS"
+                );
                 for l in &letters {
                     println!(
                         "{:<30} {:<18} {:<20} {:>8} {:<17} {}",
@@ -239,11 +248,17 @@ async fn dlq(store: &dyn DeadLetterStore, command: DlqCommand) -> anyhow::Result
             Ok(())
         }
         DlqCommand::Replay { id } => {
-            let letter = store.request_replay(&id).await.map_err(|e| match e {
-                StoreError::NotFound => anyhow::anyhow!("no dead letter {id}"),
-                StoreError::Conflict(_) => anyhow::anyhow!("dead letter {id} was already replayed"),
-                other => anyhow::Error::from(other),
-            }).context("requesting a replay")?;
+            let letter = store
+                .request_replay(&id)
+                .await
+                .map_err(|e| match e {
+                    StoreError::NotFound => anyhow::anyhow!("no dead letter {id}"),
+                    StoreError::Conflict(_) => {
+                        anyhow::anyhow!("dead letter {id} was already replayed")
+                    }
+                    other => anyhow::Error::from(other),
+                })
+                .context("requesting a replay")?;
             println!(
                 "replay requested for {} ({} to {}); a running server delivers it shortly",
                 letter.id, letter.event_type, letter.consumer

@@ -27,7 +27,12 @@ impl Secret {
             (Some(scheme_end), Some(at)) if at > scheme_end => {
                 let userinfo = &self.0[scheme_end + 3..at];
                 let user = userinfo.split(':').next().unwrap_or("");
-                format!("{}{}:[redacted]{}", &self.0[..scheme_end + 3], user, &self.0[at..])
+                format!(
+                    "{}{}:[redacted]{}",
+                    &self.0[..scheme_end + 3],
+                    user,
+                    &self.0[at..]
+                )
             }
             _ => self.0.clone(),
         }
@@ -79,7 +84,9 @@ pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (number, unit) = s.split_at(split);
-    let n: u64 = number.parse().with_context(|| format!("{s:?} is not a duration"))?;
+    let n: u64 = number
+        .parse()
+        .with_context(|| format!("{s:?} is not a duration"))?;
     Ok(match unit {
         "ms" => Duration::from_millis(n),
         "s" | "" => Duration::from_secs(n),
@@ -179,7 +186,9 @@ impl FileConfig {
     /// Reads `path`; a missing file is fine unless it was asked for.
     pub fn load(path: &Path, required: bool) -> anyhow::Result<Self> {
         match std::fs::read_to_string(path) {
-            Ok(text) => toml::from_str(&text).with_context(|| format!("reading {}", path.display())),
+            Ok(text) => {
+                toml::from_str(&text).with_context(|| format!("reading {}", path.display()))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(Self::default()),
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
         }
@@ -211,7 +220,9 @@ impl Config {
         let d = Config::default();
         let listen = over.listen.or(file.listen);
         let listen = match listen {
-            Some(l) => l.parse().with_context(|| format!("listen must be host:port, not {l:?}"))?,
+            Some(l) => l
+                .parse()
+                .with_context(|| format!("listen must be host:port, not {l:?}"))?,
             None => d.listen,
         };
         let courier_sim = match over.courier_sim.or(file.courier_sim) {
@@ -221,26 +232,45 @@ impl Config {
         let services = over.services.or(file.services).unwrap_or(d.services);
         for service in &services {
             if !ALL_SERVICES.contains(&service.as_str()) {
-                bail!("unknown service {service:?}: use {}", ALL_SERVICES.join(", "));
+                bail!(
+                    "unknown service {service:?}: use {}",
+                    ALL_SERVICES.join(", ")
+                );
             }
         }
         let config = Self {
             listen,
             data_dir: over.data_dir.or(file.data_dir).unwrap_or(d.data_dir),
-            database_url: over.database_url.map(Secret::new).or(file.database_url).filter(|s| !s.0.is_empty()),
-            nats_url: over.nats_url.map(Secret::new).or(file.nats_url).filter(|s| !s.0.is_empty()),
+            database_url: over
+                .database_url
+                .map(Secret::new)
+                .or(file.database_url)
+                .filter(|s| !s.0.is_empty()),
+            nats_url: over
+                .nats_url
+                .map(Secret::new)
+                .or(file.nats_url)
+                .filter(|s| !s.0.is_empty()),
             courier_sim,
             demo: over.demo.or(file.demo).unwrap_or(d.demo),
             services,
             log_format: over.log_format.or(file.log_format).unwrap_or(d.log_format),
-            request_timeout: duration_or(file.request_timeout, d.request_timeout, "request-timeout")?,
+            request_timeout: duration_or(
+                file.request_timeout,
+                d.request_timeout,
+                "request-timeout",
+            )?,
             token_ttl: duration_or(file.token_ttl, d.token_ttl, "token-ttl")?,
             jwt_issuer: file.jwt_issuer.unwrap_or(d.jwt_issuer),
             jwt_audience: file.jwt_audience.unwrap_or(d.jwt_audience),
             bus_max_attempts: file.bus_max_attempts.unwrap_or(d.bus_max_attempts).max(1),
             bus_retry_base: duration_or(file.bus_retry_base, d.bus_retry_base, "bus-retry-base")?,
             bus_retry_max: duration_or(file.bus_retry_max, d.bus_retry_max, "bus-retry-max")?,
-            dlq_poll_interval: duration_or(file.dlq_poll_interval, d.dlq_poll_interval, "dlq-poll-interval")?,
+            dlq_poll_interval: duration_or(
+                file.dlq_poll_interval,
+                d.dlq_poll_interval,
+                "dlq-poll-interval",
+            )?,
             shutdown_grace: duration_or(file.shutdown_grace, d.shutdown_grace, "shutdown-grace")?,
         };
         config.check_mode()?;
@@ -251,15 +281,15 @@ impl Config {
     /// silently ignoring a PostgreSQL or NATS URL.
     pub fn check_mode(&self) -> anyhow::Result<()> {
         if let Some(url) = &self.database_url {
-            if !url.expose().starts_with("sqlite:") {
-                bail!(
-                    "database-url {} is not supported yet: this build stores data in SQLite under --data-dir; unset ORDO_DATABASE_URL",
-                    url.redacted_url()
-                );
-            }
+            bail!(
+                "database-url {} is not supported yet: this build stores data in SQLite files under --data-dir; unset ORDO_DATABASE_URL",
+                url.redacted_url()
+            );
         }
         if self.nats_url.is_some() {
-            bail!("nats-url is not supported yet: this build runs the in-process bus; unset ORDO_NATS_URL");
+            bail!(
+                "nats-url is not supported yet: this build runs the in-process bus; unset ORDO_NATS_URL"
+            );
         }
         Ok(())
     }
@@ -295,7 +325,10 @@ mod tests {
             ..Overrides::default()
         };
         assert!(Config::resolve(FileConfig::default(), bad).is_err());
-        assert_eq!(CourierSim::parse("2s").unwrap(), CourierSim::Pace(Duration::from_secs(2)));
+        assert_eq!(
+            CourierSim::parse("2s").unwrap(),
+            CourierSim::Pace(Duration::from_secs(2))
+        );
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
     }
 

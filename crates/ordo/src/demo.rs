@@ -56,7 +56,8 @@ pub async fn first_start(
     write_private(&path, &serde_json::to_vec_pretty(&credentials)?)
         .with_context(|| format!("writing {}", path.display()))?;
     if let Some(seller) = seller {
-        let created = ordo_inventory::demo::seed(stores.products.as_ref(), seller, clock, ids).await?;
+        let created =
+            ordo_inventory::demo::seed(stores.products.as_ref(), seller, clock, ids).await?;
         tracing::info!(products = created, "demo catalog created");
     }
     Ok(Some(credentials))

@@ -48,10 +48,26 @@ struct BusCollector {
 impl Collector for BusCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let counters = [
-            ("ordo_bus_deliveries", "events handled by a consumer", &self.stats.delivered),
-            ("ordo_bus_failed_attempts", "failed attempts to handle an event", &self.stats.failed_attempts),
-            ("ordo_bus_dead_lettered", "events parked in the dead-letter store", &self.stats.dead_lettered),
-            ("ordo_bus_replayed", "dead letters delivered after a replay", &self.stats.replayed),
+            (
+                "ordo_bus_deliveries",
+                "events handled by a consumer",
+                &self.stats.delivered,
+            ),
+            (
+                "ordo_bus_failed_attempts",
+                "failed attempts to handle an event",
+                &self.stats.failed_attempts,
+            ),
+            (
+                "ordo_bus_dead_lettered",
+                "events parked in the dead-letter store",
+                &self.stats.dead_lettered,
+            ),
+            (
+                "ordo_bus_replayed",
+                "dead letters delivered after a replay",
+                &self.stats.replayed,
+            ),
         ];
         for (name, help, value) in counters {
             let counter = ConstCounter::new(value.load(Ordering::Relaxed));
@@ -86,7 +102,11 @@ impl Collector for BusCollector {
     }
 }
 
-pub fn register_bus_metrics(registry: &mut Registry, stats: Arc<BusStats>, gauges: Arc<ScrapeGauges>) {
+pub fn register_bus_metrics(
+    registry: &mut Registry,
+    stats: Arc<BusStats>,
+    gauges: Arc<ScrapeGauges>,
+) {
     registry.register_collector(Box::new(BusCollector { stats, gauges }));
 }
 
@@ -116,8 +136,13 @@ pub async fn ready(State(state): State<OpsState>) -> Response {
         checks.insert(format!("{}_db", db.name()), status.into());
     }
     checks.insert("bus".to_owned(), "ok".into());
-    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    let body = serde_json::json!({"status": if ok { "ready" } else { "unavailable" }, "checks": checks});
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body =
+        serde_json::json!({"status": if ok { "ready" } else { "unavailable" }, "checks": checks});
     (status, axum::Json(body)).into_response()
 }
 
@@ -125,7 +150,10 @@ pub async fn metrics(State(state): State<OpsState>) -> Response {
     let mut backlog = Vec::new();
     for outbox in &state.outboxes {
         if let Ok(n) = outbox.backlog().await {
-            backlog.push((outbox.service().to_owned(), i64::try_from(n).unwrap_or(i64::MAX)));
+            backlog.push((
+                outbox.service().to_owned(),
+                i64::try_from(n).unwrap_or(i64::MAX),
+            ));
         }
     }
     *state
@@ -144,7 +172,10 @@ pub async fn metrics(State(state): State<OpsState>) -> Response {
         return ApiError::internal(anyhow::anyhow!("encoding metrics: {err}")).into_response();
     }
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         body,
     )
         .into_response()
@@ -230,16 +261,24 @@ async fn replay_dead_letter(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     principal.require(&[Role::Admin])?;
-    let letter = state.dead_letters.request_replay(&id).await.map_err(|e| match e {
-        StoreError::NotFound => ApiError::not_found("no such dead letter"),
-        StoreError::Conflict(_) => ApiError::Conflict {
-            slug: "already-replayed",
-            detail: "this dead letter was already replayed".to_owned(),
-        },
-        other => other.into(),
-    })?;
+    let letter = state
+        .dead_letters
+        .request_replay(&id)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => ApiError::not_found("no such dead letter"),
+            StoreError::Conflict(_) => ApiError::Conflict {
+                slug: "already-replayed",
+                detail: "this dead letter was already replayed".to_owned(),
+            },
+            other => other.into(),
+        })?;
     state.bus.wake_replayer();
-    Ok((StatusCode::ACCEPTED, axum::Json(DeadLetterView::from(letter))).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(DeadLetterView::from(letter)),
+    )
+        .into_response())
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -261,7 +300,10 @@ pub struct BusStatus {
 /// Outbox backlog per service and consumer activity (admin).
 #[utoipa::path(get, path = "/v1/admin/outbox", tag = "admin", security(("bearer" = [])),
     responses((status = 200, body = BusStatus)))]
-async fn outbox_status(State(state): State<OpsState>, principal: Principal) -> Result<axum::Json<BusStatus>, ApiError> {
+async fn outbox_status(
+    State(state): State<OpsState>,
+    principal: Principal,
+) -> Result<axum::Json<BusStatus>, ApiError> {
     principal.require(&[Role::Admin])?;
     let mut outboxes = Vec::new();
     for outbox in &state.outboxes {

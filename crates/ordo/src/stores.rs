@@ -9,7 +9,9 @@ use ordo_auth::{ClientStore, SqliteClientStore};
 use ordo_bus::DeadLetterStore;
 use ordo_inventory::{ProductStore, SqliteProductStore};
 use ordo_orders::{OrderStore, SqliteOrderStore};
-use ordo_sqlite::{BUS_MIGRATIONS, Database, DatabaseOptions, SqliteDeadLetters, SqliteIdempotency, SqliteOutbox};
+use ordo_sqlite::{
+    BUS_MIGRATIONS, Database, DatabaseOptions, SqliteDeadLetters, SqliteIdempotency, SqliteOutbox,
+};
 
 use crate::config::Config;
 
@@ -29,8 +31,17 @@ pub struct Stores {
     pub orders_idempotency: Arc<SqliteIdempotency>,
 }
 
-fn open(name: &str, dir: &Path, migrations: &[ordo_sqlite::MigrationSet]) -> anyhow::Result<Database> {
-    Database::open(name, &dir.join(format!("{name}.db")), migrations, DatabaseOptions::default())
+fn open(
+    name: &str,
+    dir: &Path,
+    migrations: &[ordo_sqlite::MigrationSet],
+) -> anyhow::Result<Database> {
+    Database::open(
+        name,
+        &dir.join(format!("{name}.db")),
+        migrations,
+        DatabaseOptions::default(),
+    )
 }
 
 impl Stores {
@@ -58,6 +69,11 @@ impl Stores {
     }
 
     pub fn databases(&self) -> [&Database; 4] {
-        [&self.orders_db, &self.inventory_db, &self.auth_db, &self.bus_db]
+        [
+            &self.orders_db,
+            &self.inventory_db,
+            &self.auth_db,
+            &self.bus_db,
+        ]
     }
 }

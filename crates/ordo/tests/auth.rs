@@ -1,4 +1,5 @@
 //! Tokens: what is accepted and what is not.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -24,7 +25,10 @@ async fn signing_keys(app: &TestApp) -> Vec<SigningKey> {
         ordo_sqlite::DatabaseOptions::default(),
     )
     .unwrap();
-    ordo_auth::SqliteClientStore::new(db).signing_keys().await.unwrap()
+    ordo_auth::SqliteClientStore::new(db)
+        .signing_keys()
+        .await
+        .unwrap()
 }
 
 async fn status_with(app: &TestApp, token: &str) -> StatusCode {
@@ -50,7 +54,12 @@ async fn a_token_is_issued_for_form_json_and_basic_credentials() {
         .unwrap();
     assert_eq!(json_body["token_type"], "Bearer");
     assert_eq!(json_body["expires_in"], 3600);
-    assert!(json_body["scope"].as_str().unwrap().contains("orders:write"));
+    assert!(
+        json_body["scope"]
+            .as_str()
+            .unwrap()
+            .contains("orders:write")
+    );
 
     let basic = app
         .http
@@ -62,7 +71,13 @@ async fn a_token_is_issued_for_form_json_and_basic_credentials() {
         .unwrap();
     assert_eq!(basic.status(), StatusCode::OK);
 
-    let claims = json_body["access_token"].as_str().unwrap().split('.').nth(1).unwrap().to_owned();
+    let claims = json_body["access_token"]
+        .as_str()
+        .unwrap()
+        .split('.')
+        .nth(1)
+        .unwrap()
+        .to_owned();
     let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims).unwrap()).unwrap();
     for claim in ["exp", "iat", "iss", "aud", "sub", "role", "scope"] {
         assert!(!claims[claim].is_null(), "{claim}");
@@ -75,11 +90,18 @@ async fn a_token_is_issued_for_form_json_and_basic_credentials() {
 async fn wrong_credentials_get_an_oauth_error_as_a_problem() {
     let app = TestApp::spawn().await;
     let c = &app.credentials["customer"];
-    for (id, secret) in [(c.client_id.as_str(), "sec_wrong"), ("cli_01J0000000000000000000000X", c.client_secret.as_str())] {
+    for (id, secret) in [
+        (c.client_id.as_str(), "sec_wrong"),
+        ("cli_01J0000000000000000000000X", c.client_secret.as_str()),
+    ] {
         let response = app
             .http
             .post(app.url("/oauth/token"))
-            .form(&[("grant_type", "client_credentials"), ("client_id", id), ("client_secret", secret)])
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", id),
+                ("client_secret", secret),
+            ])
             .send()
             .await
             .unwrap();
@@ -89,7 +111,10 @@ async fn wrong_credentials_get_an_oauth_error_as_a_problem() {
     let response = app
         .http
         .post(app.url("/oauth/token"))
-        .form(&[("grant_type", "password"), ("client_id", c.client_id.as_str())])
+        .form(&[
+            ("grant_type", "password"),
+            ("client_id", c.client_id.as_str()),
+        ])
         .send()
         .await
         .unwrap();
@@ -108,29 +133,53 @@ async fn missing_expired_tampered_unsigned_and_foreign_tokens_are_refused() {
     let issuer = |iss: &str, aud: &str| Jwt::new(iss, aud, ttl, &keys).unwrap();
     let now = chrono::Utc::now();
 
-    let valid = issuer("ordo", "ordo-api").issue(customer, Role::Customer, now, "t".into()).unwrap();
-    assert_eq!(status_with(&app, &valid).await, StatusCode::OK, "the forging set-up is right");
+    let valid = issuer("ordo", "ordo-api")
+        .issue(customer, Role::Customer, now, "t".into())
+        .unwrap();
+    assert_eq!(
+        status_with(&app, &valid).await,
+        StatusCode::OK,
+        "the forging set-up is right"
+    );
 
     let missing = app.http.get(app.url("/v1/orders")).send().await.unwrap();
     let body = problem(missing, StatusCode::UNAUTHORIZED).await;
     assert_eq!(body["type"], "/problems/unauthorized");
 
     let expired = issuer("ordo", "ordo-api")
-        .issue(customer, Role::Customer, now - chrono::Duration::hours(2), "t".into())
+        .issue(
+            customer,
+            Role::Customer,
+            now - chrono::Duration::hours(2),
+            "t".into(),
+        )
         .unwrap();
     let mut parts: Vec<String> = valid.split('.').map(str::to_owned).collect();
-    let mut claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(&parts[1]).unwrap()).unwrap();
+    let mut claims: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(&parts[1]).unwrap()).unwrap();
     claims["role"] = json!("admin");
     parts[1] = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap());
     let tampered = parts.join(".");
     let none_header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
     let unsigned = format!("{none_header}.{}.", parts[1]);
-    let wrong_aud = issuer("ordo", "someone-else").issue(customer, Role::Customer, now, "t".into()).unwrap();
-    let wrong_iss = issuer("evil", "ordo-api").issue(customer, Role::Customer, now, "t".into()).unwrap();
-    let other_key = Jwt::new("ordo", "ordo-api", ttl, &[SigningKey { kid: keys[0].kid.clone(), secret: b"not-the-key-not-the-key-not-the!".to_vec() }])
-        .unwrap()
+    let wrong_aud = issuer("ordo", "someone-else")
         .issue(customer, Role::Customer, now, "t".into())
         .unwrap();
+    let wrong_iss = issuer("evil", "ordo-api")
+        .issue(customer, Role::Customer, now, "t".into())
+        .unwrap();
+    let other_key = Jwt::new(
+        "ordo",
+        "ordo-api",
+        ttl,
+        &[SigningKey {
+            kid: keys[0].kid.clone(),
+            secret: b"not-the-key-not-the-key-not-the!".to_vec(),
+        }],
+    )
+    .unwrap()
+    .issue(customer, Role::Customer, now, "t".into())
+    .unwrap();
     for (what, token) in [
         ("expired", expired),
         ("tampered", tampered),
@@ -152,13 +201,28 @@ async fn a_revoked_client_loses_access() {
     let (id, token) = app.new_client("customer").await;
     assert_eq!(status_with(&app, &token).await, StatusCode::OK);
     let admin = app.token("admin").await;
-    let response = app.post_json(&admin, &format!("/v1/admin/clients/{id}/revoke"), &json!({})).await;
+    let response = app
+        .post_json(
+            &admin,
+            &format!("/v1/admin/clients/{id}/revoke"),
+            &json!({}),
+        )
+        .await;
     assert_eq!(response.status(), StatusCode::OK);
     let revoked: Value = response.json().await.unwrap();
     assert!(revoked["revoked_at"].is_string());
     assert_eq!(status_with(&app, &token).await, StatusCode::UNAUTHORIZED);
-    let listed: Value = app.get(&admin, "/v1/admin/clients").await.json().await.unwrap();
+    let listed: Value = app
+        .get(&admin, "/v1/admin/clients")
+        .await
+        .json()
+        .await
+        .unwrap();
     let items = listed["items"].as_array().unwrap();
     assert_eq!(items.len(), 5);
-    assert!(items.iter().all(|c| c.get("client_secret").is_none() && c.get("secret_hash").is_none()));
+    assert!(
+        items
+            .iter()
+            .all(|c| c.get("client_secret").is_none() && c.get("secret_hash").is_none())
+    );
 }

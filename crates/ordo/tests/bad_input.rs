@@ -1,4 +1,5 @@
 //! Bad input gets a 4xx problem that names the field, and writes nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -7,7 +8,12 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 async fn order_count(app: &TestApp, token: &str) -> usize {
-    let listed: Value = app.get(token, "/v1/orders?limit=200").await.json().await.unwrap();
+    let listed: Value = app
+        .get(token, "/v1/orders?limit=200")
+        .await
+        .json()
+        .await
+        .unwrap();
     listed["items"].as_array().unwrap().len()
 }
 
@@ -33,33 +39,118 @@ async fn every_kind_of_bad_order_is_refused_with_the_field_named_and_nothing_wri
     };
     let unknown_product = "prd_01J00000000000000000000000";
     let cases: Vec<(&str, Value, StatusCode, Vec<&str>)> = vec![
-        ("quantity zero", with("items.0.quantity", json!(0)), StatusCode::UNPROCESSABLE_ENTITY, vec!["items[0].quantity"]),
-        ("negative quantity", with("items.0.quantity", json!(-3)), StatusCode::UNPROCESSABLE_ENTITY, vec!["items[0].quantity"]),
-        ("absurd quantity", with("items.0.quantity", json!(1_000_000_000_000_i64)), StatusCode::UNPROCESSABLE_ENTITY, vec!["items[0].quantity"]),
-        ("overflowing quantity", with("items.0.quantity", json!(1e30)), StatusCode::UNPROCESSABLE_ENTITY, vec!["items[0].quantity"]),
-        ("text quantity", with("items.0.quantity", json!("two")), StatusCode::UNPROCESSABLE_ENTITY, vec!["items[0].quantity"]),
-        ("unknown product", with("items.0.product_id", json!(unknown_product)), StatusCode::UNPROCESSABLE_ENTITY, vec!["items[0].product_id"]),
-        ("not a product id", with("items.0.product_id", json!("ord_x")), StatusCode::UNPROCESSABLE_ENTITY, vec!["items[0].product_id"]),
-        ("a price from the client", with("items.0.unit_price", json!("0.01")), StatusCode::UNPROCESSABLE_ENTITY, vec!["items[0].unit_price"]),
-        ("unknown top-level field", with("discount", json!(100)), StatusCode::UNPROCESSABLE_ENTITY, vec!["discount"]),
-        ("missing address", {
-            let mut b = good.clone();
-            b.as_object_mut().unwrap().remove("shipping_address");
-            b
-        }, StatusCode::UNPROCESSABLE_ENTITY, vec!["shipping_address"]),
-        ("empty city", with("shipping_address.city", json!("  ")), StatusCode::UNPROCESSABLE_ENTITY, vec!["shipping_address.city"]),
-        ("bad country", with("shipping_address.country", json!("Germany")), StatusCode::UNPROCESSABLE_ENTITY, vec!["shipping_address.country"]),
-        ("no lines", with("items", json!([])), StatusCode::UNPROCESSABLE_ENTITY, vec!["items"]),
-        ("attributes not an object", with("attributes", json!([1, 2])), StatusCode::UNPROCESSABLE_ENTITY, vec!["attributes"]),
-        ("empty payment token", with("payment.token", json!("")), StatusCode::UNPROCESSABLE_ENTITY, vec!["payment.token"]),
-        ("the same product twice", json!({
-            "items": [{"product_id": product, "quantity": 1}, {"product_id": product, "quantity": 2}],
-            "shipping_address": good["shipping_address"], "payment": good["payment"]
-        }), StatusCode::UNPROCESSABLE_ENTITY, vec!["items[1].product_id"]),
-        ("several problems at once", json!({
-            "items": [{"product_id": unknown_product, "quantity": 1}, {"product_id": usd_free, "quantity": 0}],
-            "shipping_address": good["shipping_address"], "payment": good["payment"]
-        }), StatusCode::UNPROCESSABLE_ENTITY, vec!["items[1].quantity"]),
+        (
+            "quantity zero",
+            with("items.0.quantity", json!(0)),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            vec!["items[0].quantity"],
+        ),
+        (
+            "negative quantity",
+            with("items.0.quantity", json!(-3)),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            vec!["items[0].quantity"],
+        ),
+        (
+            "absurd quantity",
+            with("items.0.quantity", json!(1_000_000_000_000_i64)),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            vec!["items[0].quantity"],
+        ),
+        (
+            "overflowing quantity",
+            with("items.0.quantity", json!(1e30)),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            vec!["items[0].quantity"],
+        ),
+        (
+            "text quantity",
+            with("items.0.quantity", json!("two")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            vec!["items[0].quantity"],
+        ),
+        (
+            "unknown product",
+            with("items.0.product_id", json!(unknown_product)),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            vec!["items[0].product_id"],
+        ),
+        (
+            "not a product id",
+            with("items.0.product_id", json!("ord_x")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            vec!["items[0].product_id"],
+        ),
+        (
+            "a price from the client",
+            with("items.0.unit_price", json!("0.01")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            vec!["items[0].unit_price"],
+        ),
+        (
+            "unknown top-level field",
+            with("discount", json!(100)),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            vec!["discount"],
+        ),
+        (
+            "missing address",
+            {
+                let mut b = good.clone();
+                b.as_object_mut().unwrap().remove("shipping_address");
+                b
+            },
+            StatusCode::UNPROCESSABLE_ENTITY,
+            vec!["shipping_address"],
+        ),
+        (
+            "empty city",
+            with("shipping_address.city", json!("  ")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            vec!["shipping_address.city"],
+        ),
+        (
+            "bad country",
+            with("shipping_address.country", json!("Germany")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            vec!["shipping_address.country"],
+        ),
+        (
+            "no lines",
+            with("items", json!([])),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            vec!["items"],
+        ),
+        (
+            "attributes not an object",
+            with("attributes", json!([1, 2])),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            vec!["attributes"],
+        ),
+        (
+            "empty payment token",
+            with("payment.token", json!("")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            vec!["payment.token"],
+        ),
+        (
+            "the same product twice",
+            json!({
+                "items": [{"product_id": product, "quantity": 1}, {"product_id": product, "quantity": 2}],
+                "shipping_address": good["shipping_address"], "payment": good["payment"]
+            }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            vec!["items[1].product_id"],
+        ),
+        (
+            "several problems at once",
+            json!({
+                "items": [{"product_id": unknown_product, "quantity": 1}, {"product_id": usd_free, "quantity": 0}],
+                "shipping_address": good["shipping_address"], "payment": good["payment"]
+            }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            vec!["items[1].quantity"],
+        ),
     ];
     for (what, body, status, expected) in cases {
         let response = app.post_json(&customer, "/v1/orders", &body).await;
@@ -106,15 +197,39 @@ async fn every_kind_of_bad_order_is_refused_with_the_field_named_and_nothing_wri
         .unwrap();
     problem(with_key, StatusCode::PAYLOAD_TOO_LARGE).await;
 
-    assert_eq!(order_count(&app, &customer).await, 0, "no order was written");
+    assert_eq!(
+        order_count(&app, &customer).await,
+        0,
+        "no order was written"
+    );
     let admin = app.token("admin").await;
-    let bus: Value = app.get(&admin, "/v1/admin/outbox").await.json().await.unwrap();
-    let orders_backlog = bus["outboxes"].as_array().unwrap().iter().find(|o| o["service"] == "orders").unwrap().clone();
+    let bus: Value = app
+        .get(&admin, "/v1/admin/outbox")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let orders_backlog = bus["outboxes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["service"] == "orders")
+        .unwrap()
+        .clone();
     assert_eq!(orders_backlog["backlog"], 0);
     let dir = app.stop().await;
-    let db = ordo_sqlite::Database::open("check", &dir.path().join("orders.db"), &[], Default::default()).unwrap();
+    let db = ordo_sqlite::Database::open(
+        "check",
+        &dir.path().join("orders.db"),
+        &[],
+        Default::default(),
+    )
+    .unwrap();
     let outbox_rows: i64 = db
-        .read(|c| c.query_row("SELECT count(*) FROM outbox", [], |r| r.get(0)).map_err(ordo_sqlite::store_error))
+        .read(|c| {
+            c.query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))
+                .map_err(ordo_sqlite::store_error)
+        })
         .await
         .unwrap();
     assert_eq!(outbox_rows, 0, "no event was written");
@@ -124,9 +239,28 @@ async fn every_kind_of_bad_order_is_refused_with_the_field_named_and_nothing_wri
 async fn unknown_routes_methods_and_ids_are_problems_too() {
     let app = TestApp::spawn().await;
     let customer = app.token("customer").await;
-    problem(app.get(&customer, "/v1/nowhere").await, StatusCode::NOT_FOUND).await;
-    problem(app.get(&customer, "/v1/orders/not-an-id").await, StatusCode::NOT_FOUND).await;
-    problem(app.get(&customer, "/v1/orders/ord_01J00000000000000000000000").await, StatusCode::NOT_FOUND).await;
-    let delete = app.http.delete(app.url("/v1/orders")).bearer_auth(&customer).send().await.unwrap();
+    problem(
+        app.get(&customer, "/v1/nowhere").await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    problem(
+        app.get(&customer, "/v1/orders/not-an-id").await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    problem(
+        app.get(&customer, "/v1/orders/ord_01J00000000000000000000000")
+            .await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    let delete = app
+        .http
+        .delete(app.url("/v1/orders"))
+        .bearer_auth(&customer)
+        .send()
+        .await
+        .unwrap();
     problem(delete, StatusCode::METHOD_NOT_ALLOWED).await;
 }

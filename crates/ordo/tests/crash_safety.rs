@@ -1,19 +1,26 @@
 //! Acknowledged means durable: kill -9 under load loses no 2xx order.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use common::process::Server;
 use common::order_body;
+use common::process::Server;
 use ordo_bus::OutboxStore;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-async fn token(http: &reqwest::Client, base: &str, data_dir: &std::path::Path, role: &str) -> String {
+async fn token(
+    http: &reqwest::Client,
+    base: &str,
+    data_dir: &std::path::Path,
+    role: &str,
+) -> String {
     let credentials: Value =
-        serde_json::from_slice(&std::fs::read(data_dir.join("demo-credentials.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(data_dir.join("demo-credentials.json")).unwrap())
+            .unwrap();
     let c = &credentials[role];
     let body: Value = http
         .post(format!("{base}/oauth/token"))
@@ -49,7 +56,11 @@ async fn every_acknowledged_order_survives_a_kill_9_with_exactly_one_created_eve
             .json()
             .await
             .unwrap();
-        body["outboxes"].as_array().unwrap().iter().all(|o| o["backlog"] == 0)
+        body["outboxes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|o| o["backlog"] == 0)
     })
     .await;
     let products: Value = http
@@ -67,7 +78,12 @@ async fn every_acknowledged_order_survives_a_kill_9_with_exactly_one_created_eve
     let answered = Arc::new(tokio::sync::Notify::new());
     let mut tasks = Vec::new();
     for _ in 0..500 {
-        let (http, base, customer, product) = (http.clone(), base.clone(), customer.clone(), product.clone());
+        let (http, base, customer, product) = (
+            http.clone(),
+            base.clone(),
+            customer.clone(),
+            product.clone(),
+        );
         let (acknowledged, answered) = (acknowledged.clone(), answered.clone());
         tasks.push(tokio::spawn(async move {
             let response = http
@@ -79,7 +95,10 @@ async fn every_acknowledged_order_survives_a_kill_9_with_exactly_one_created_eve
             if let Ok(response) = response {
                 let status = response.status();
                 if let Ok(body) = response.json::<Value>().await {
-                    assert!(status.is_success() || status.is_server_error(), "{status}: {body}");
+                    assert!(
+                        status.is_success() || status.is_server_error(),
+                        "{status}: {body}"
+                    );
                     if status == StatusCode::CREATED {
                         let mut acknowledged = acknowledged.lock().unwrap();
                         acknowledged.push(body["id"].as_str().unwrap().to_owned());
@@ -98,7 +117,11 @@ async fn every_acknowledged_order_survives_a_kill_9_with_exactly_one_created_eve
         task.await.unwrap();
     }
     let acknowledged: Vec<String> = acknowledged.lock().unwrap().clone();
-    assert!(acknowledged.len() < 500, "the kill landed mid-run ({} acknowledged)", acknowledged.len());
+    assert!(
+        acknowledged.len() < 500,
+        "the kill landed mid-run ({} acknowledged)",
+        acknowledged.len()
+    );
 
     let mut server = Server::start(dir.path(), &[]);
     let base = server.base.clone();
@@ -110,15 +133,27 @@ async fn every_acknowledged_order_survives_a_kill_9_with_exactly_one_created_eve
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status(), StatusCode::OK, "acknowledged order {id} exists after the crash");
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "acknowledged order {id} exists after the crash"
+        );
     }
     server.terminate();
 
-    let db = ordo_sqlite::Database::open("check", &dir.path().join("orders.db"), &[], Default::default()).unwrap();
+    let db = ordo_sqlite::Database::open(
+        "check",
+        &dir.path().join("orders.db"),
+        &[],
+        Default::default(),
+    )
+    .unwrap();
     let outbox = ordo_sqlite::SqliteOutbox::new("orders", db.clone());
     let stored: Vec<String> = db
         .read(|c| {
-            let mut s = c.prepare("SELECT id FROM orders").map_err(ordo_sqlite::store_error)?;
+            let mut s = c
+                .prepare("SELECT id FROM orders")
+                .map_err(ordo_sqlite::store_error)?;
             let ids = s
                 .query_map([], |r| r.get::<_, String>(0))
                 .map_err(ordo_sqlite::store_error)?
@@ -135,7 +170,10 @@ async fn every_acknowledged_order_survives_a_kill_9_with_exactly_one_created_eve
     // Every stored order, acknowledged or not, was written with its event.
     for id in &stored {
         let events = outbox.events_for_subject(id).await.unwrap();
-        let created = events.iter().filter(|e| e.event_type == "order.created.v1").count();
+        let created = events
+            .iter()
+            .filter(|e| e.event_type == "order.created.v1")
+            .count();
         assert_eq!(created, 1, "order {id} has exactly one order.created");
     }
 }

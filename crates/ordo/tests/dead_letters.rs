@@ -1,4 +1,5 @@
 //! A poison event: retried, dead-lettered, listed and replayed by the CLI.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -44,17 +45,26 @@ async fn a_poison_event_is_retried_dead_lettered_listed_and_delivered_once_after
     )
     .await;
     let customer = app.token("customer").await;
-    let order = app.create_order(&customer, &app.product_id(0).await, 1).await;
+    let order = app
+        .create_order(&customer, &app.product_id(0).await, 1)
+        .await;
     let order_id = order["id"].as_str().unwrap().to_owned();
 
     // The poison does not hold up the other consumers or the outbox.
     app.wait_for_quiet_bus().await;
-    assert_eq!(probe.attempts.load(Ordering::SeqCst), 4, "exactly max_attempts attempts");
+    assert_eq!(
+        probe.attempts.load(Ordering::SeqCst),
+        4,
+        "exactly max_attempts attempts"
+    );
     assert_eq!(probe.handled.load(Ordering::SeqCst), 0);
     assert_eq!(app.timeline(&customer, &order_id).await.len(), 1);
 
     let listed = cli(app.data_dir.path(), &["dlq", "list", "--json"]);
-    let letters: Vec<Value> = listed.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let letters: Vec<Value> = listed
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(letters.len(), 1, "{listed}");
     let letter = &letters[0];
     assert_eq!(letter["consumer"], "test.probe");
@@ -67,9 +77,22 @@ async fn a_poison_event_is_retried_dead_lettered_listed_and_delivered_once_after
     assert!(table.contains("test.probe"));
 
     let admin = app.token("admin").await;
-    let api: Value = app.get(&admin, "/v1/admin/dead-letters").await.json().await.unwrap();
+    let api: Value = app
+        .get(&admin, "/v1/admin/dead-letters")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(api["items"][0]["id"], letter["id"]);
-    let metrics = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("ordo_dead_letters 1"), "{metrics}");
 
     // Fixed; the operator replays it from the command line.
@@ -77,7 +100,10 @@ async fn a_poison_event_is_retried_dead_lettered_listed_and_delivered_once_after
     let id = letter["id"].as_str().unwrap();
     let said = cli(app.data_dir.path(), &["dlq", "replay", id]);
     assert!(said.contains("replay requested"));
-    eventually("the replay is delivered", || async { probe.handled.load(Ordering::SeqCst) == 1 }).await;
+    eventually("the replay is delivered", || async {
+        probe.handled.load(Ordering::SeqCst) == 1
+    })
+    .await;
     eventually("the letter is marked replayed", || async {
         let listed = cli(app.data_dir.path(), &["dlq", "list", "--json"]);
         listed.contains(r#""status":"replayed""#)
@@ -87,7 +113,11 @@ async fn a_poison_event_is_retried_dead_lettered_listed_and_delivered_once_after
 
     // A replayed letter is not replayed twice.
     let again = app
-        .post_json(&admin, &format!("/v1/admin/dead-letters/{id}/replay"), &serde_json::json!({}))
+        .post_json(
+            &admin,
+            &format!("/v1/admin/dead-letters/{id}/replay"),
+            &serde_json::json!({}),
+        )
         .await;
     common::problem(again, StatusCode::CONFLICT).await;
     assert_eq!(probe.handled.load(Ordering::SeqCst), 1);

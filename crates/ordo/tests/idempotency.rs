@@ -1,4 +1,5 @@
 //! Idempotency-Key on POST /v1/orders, with Stripe's semantics.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -13,7 +14,12 @@ async fn fifty_concurrent_posts_with_one_key_make_exactly_one_order() {
     let body = order_body(&app.product_id(0).await, 3);
     let mut requests = Vec::new();
     for _ in 0..50 {
-        let (http, url, token, body) = (app.http.clone(), app.url("/v1/orders"), customer.clone(), body.clone());
+        let (http, url, token, body) = (
+            app.http.clone(),
+            app.url("/v1/orders"),
+            customer.clone(),
+            body.clone(),
+        );
         requests.push(tokio::spawn(async move {
             let r = http
                 .post(url)
@@ -41,10 +47,17 @@ async fn fifty_concurrent_posts_with_one_key_make_exactly_one_order() {
         }
     }
     assert!(!created.is_empty());
-    assert!(created.windows(2).all(|w| w[0] == w[1]), "every 201 carries the same order");
+    assert!(
+        created.windows(2).all(|w| w[0] == w[1]),
+        "every 201 carries the same order"
+    );
 
     let listed: Value = app.get(&customer, "/v1/orders").await.json().await.unwrap();
-    assert_eq!(listed["items"].as_array().unwrap().len(), 1, "exactly one order");
+    assert_eq!(
+        listed["items"].as_array().unwrap().len(),
+        1,
+        "exactly one order"
+    );
 
     // After completion: the stored response, byte for byte.
     let replay = app

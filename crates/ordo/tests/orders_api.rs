@@ -1,4 +1,5 @@
 //! The orders API end to end: create, read, list, cancel, timeline.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -13,7 +14,9 @@ async fn an_order_is_created_read_listed_cancelled_and_its_timeline_tells_the_st
     let product = app.products().await[1].clone();
     let product_id = product["id"].as_str().unwrap();
 
-    let response = app.post_json(&customer, "/v1/orders", &order_body(product_id, 2)).await;
+    let response = app
+        .post_json(&customer, "/v1/orders", &order_body(product_id, 2))
+        .await;
     assert_eq!(response.status(), StatusCode::CREATED);
     let location = response.headers()["location"].to_str().unwrap().to_owned();
     let created: Value = response.json().await.unwrap();
@@ -34,7 +37,9 @@ async fn an_order_is_created_read_listed_cancelled_and_its_timeline_tells_the_st
     let listed: Value = app.get(&customer, "/v1/orders").await.json().await.unwrap();
     assert_eq!(listed["items"][0]["id"], id);
 
-    let response = app.post_json(&customer, &format!("/v1/orders/{id}/cancel"), &json!({})).await;
+    let response = app
+        .post_json(&customer, &format!("/v1/orders/{id}/cancel"), &json!({}))
+        .await;
     assert_eq!(response.status(), StatusCode::OK);
     let cancelled: Value = response.json().await.unwrap();
     assert_eq!(cancelled["status"], "cancelled");
@@ -43,18 +48,30 @@ async fn an_order_is_created_read_listed_cancelled_and_its_timeline_tells_the_st
     assert_eq!(again["status"], "cancelled");
 
     // Cancelling twice is a conflict, not a second event.
-    let twice = app.post_json(&customer, &format!("/v1/orders/{id}/cancel"), &json!({})).await;
+    let twice = app
+        .post_json(&customer, &format!("/v1/orders/{id}/cancel"), &json!({}))
+        .await;
     problem(twice, StatusCode::CONFLICT).await;
 
-    eventually("the timeline holds both events", || async { app.timeline(&customer, id).await.len() >= 2 }).await;
+    eventually("the timeline holds both events", || async {
+        app.timeline(&customer, id).await.len() >= 2
+    })
+    .await;
     app.wait_for_quiet_bus().await;
     let timeline = app.timeline(&customer, id).await;
-    let types: Vec<&str> = timeline.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    let types: Vec<&str> = timeline
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
     assert_eq!(types, ["order.created", "order.cancelled"]);
     assert_eq!(timeline[0]["seq"], 1);
     assert_eq!(timeline[1]["seq"], 2);
     assert_eq!(timeline[0]["actor"], app.client_id("customer"));
-    assert!(timeline[0]["correlation_id"].as_str().is_some_and(|c| !c.is_empty()));
+    assert!(
+        timeline[0]["correlation_id"]
+            .as_str()
+            .is_some_and(|c| !c.is_empty())
+    );
     assert_eq!(timeline[1]["data"]["reason"], "customer_cancelled");
 }
 
@@ -75,8 +92,14 @@ async fn the_request_id_becomes_the_correlation_id_of_the_event() {
     assert_eq!(response.headers()["x-request-id"], "checkout-42");
     let order: Value = response.json().await.unwrap();
     let id = order["id"].as_str().unwrap();
-    eventually("the timeline shows the order", || async { !app.timeline(&customer, id).await.is_empty() }).await;
-    assert_eq!(app.timeline(&customer, id).await[0]["correlation_id"], "checkout-42");
+    eventually("the timeline shows the order", || async {
+        !app.timeline(&customer, id).await.is_empty()
+    })
+    .await;
+    assert_eq!(
+        app.timeline(&customer, id).await[0]["correlation_id"],
+        "checkout-42"
+    );
 }
 
 #[tokio::test]
@@ -86,10 +109,20 @@ async fn lists_walk_in_cursor_pages_and_filter_by_status_and_creation_time() {
     let product = app.product_id(0).await;
     let mut ids = Vec::new();
     for _ in 0..7 {
-        ids.push(app.create_order(&customer, &product, 1).await["id"].as_str().unwrap().to_owned());
+        ids.push(
+            app.create_order(&customer, &product, 1).await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
     }
     let cancel = &ids[2];
-    app.post_json(&customer, &format!("/v1/orders/{cancel}/cancel"), &json!({})).await;
+    app.post_json(
+        &customer,
+        &format!("/v1/orders/{cancel}/cancel"),
+        &json!({}),
+    )
+    .await;
 
     let mut seen = Vec::new();
     let mut path = "/v1/orders?limit=3".to_owned();
@@ -107,31 +140,74 @@ async fn lists_walk_in_cursor_pages_and_filter_by_status_and_creation_time() {
     newest_first.reverse();
     assert_eq!(seen, newest_first, "every order once, newest first");
 
-    let cancelled: Value = app.get(&customer, "/v1/orders?status=cancelled").await.json().await.unwrap();
-    let cancelled: Vec<&str> = cancelled["items"].as_array().unwrap().iter().map(|o| o["id"].as_str().unwrap()).collect();
+    let cancelled: Value = app
+        .get(&customer, "/v1/orders?status=cancelled")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let cancelled: Vec<&str> = cancelled["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_str().unwrap())
+        .collect();
     assert_eq!(cancelled, [cancel.as_str()]);
-    let pending: Value = app.get(&customer, "/v1/orders?status=pending&limit=200").await.json().await.unwrap();
+    let pending: Value = app
+        .get(&customer, "/v1/orders?status=pending&limit=200")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(pending["items"].as_array().unwrap().len(), 6);
 
-    let first: Value = app.get(&customer, &format!("/v1/orders/{}", ids[0])).await.json().await.unwrap();
-    let fourth: Value = app.get(&customer, &format!("/v1/orders/{}", ids[3])).await.json().await.unwrap();
+    let first: Value = app
+        .get(&customer, &format!("/v1/orders/{}", ids[0]))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let fourth: Value = app
+        .get(&customer, &format!("/v1/orders/{}", ids[3]))
+        .await
+        .json()
+        .await
+        .unwrap();
     let from = fourth["created_at"].as_str().unwrap();
     let window: Value = app
         .http
         .get(app.url("/v1/orders"))
         .bearer_auth(&customer)
-        .query(&[("created_from", first["created_at"].as_str().unwrap()), ("created_to", from)])
+        .query(&[
+            ("created_from", first["created_at"].as_str().unwrap()),
+            ("created_to", from),
+        ])
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    let window: Vec<&str> = window["items"].as_array().unwrap().iter().map(|o| o["id"].as_str().unwrap()).collect();
+    let window: Vec<&str> = window["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_str().unwrap())
+        .collect();
     assert_eq!(window, [ids[2].as_str(), ids[1].as_str(), ids[0].as_str()]);
 
-    for bad in ["status=lost", "cursor=nope", "created_from=yesterday", "limit=0", "colour=red"] {
-        let body = problem(app.get(&customer, &format!("/v1/orders?{bad}")).await, StatusCode::UNPROCESSABLE_ENTITY).await;
+    for bad in [
+        "status=lost",
+        "cursor=nope",
+        "created_from=yesterday",
+        "limit=0",
+        "colour=red",
+    ] {
+        let body = problem(
+            app.get(&customer, &format!("/v1/orders?{bad}")).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
         let field = bad.split('=').next().unwrap();
         assert_eq!(fields(&body), [field], "{bad}");
     }
@@ -147,29 +223,56 @@ async fn customers_see_only_their_own_orders_and_sellers_those_with_their_produc
     let order = app.create_order(&alice, &product, 1).await;
     let id = order["id"].as_str().unwrap();
 
-    problem(app.get(&bob, &format!("/v1/orders/{id}")).await, StatusCode::NOT_FOUND).await;
-    problem(app.get(&bob, &format!("/v1/orders/{id}/timeline")).await, StatusCode::NOT_FOUND).await;
     problem(
-        app.post_json(&bob, &format!("/v1/orders/{id}/cancel"), &json!({})).await,
+        app.get(&bob, &format!("/v1/orders/{id}")).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    problem(
+        app.get(&bob, &format!("/v1/orders/{id}/timeline")).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    problem(
+        app.post_json(&bob, &format!("/v1/orders/{id}/cancel"), &json!({}))
+            .await,
         StatusCode::NOT_FOUND,
     )
     .await;
     let bobs: Value = app.get(&bob, "/v1/orders").await.json().await.unwrap();
     assert_eq!(bobs["items"], json!([]));
-    let still: Value = app.get(&alice, &format!("/v1/orders/{id}")).await.json().await.unwrap();
+    let still: Value = app
+        .get(&alice, &format!("/v1/orders/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(still["status"], "pending", "bob's cancel changed nothing");
 
     // The demo seller sells the product; another seller does not.
     let seller = app.token("seller").await;
-    assert_eq!(app.get(&seller, &format!("/v1/orders/{id}")).await.status(), StatusCode::OK);
+    assert_eq!(
+        app.get(&seller, &format!("/v1/orders/{id}")).await.status(),
+        StatusCode::OK
+    );
     let sellers: Value = app.get(&seller, "/v1/orders").await.json().await.unwrap();
     assert_eq!(sellers["items"][0]["id"], id);
-    problem(app.get(&other_seller, &format!("/v1/orders/{id}")).await, StatusCode::NOT_FOUND).await;
+    problem(
+        app.get(&other_seller, &format!("/v1/orders/{id}")).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
 
     let admin = app.token("admin").await;
-    assert_eq!(app.get(&admin, &format!("/v1/orders/{id}")).await.status(), StatusCode::OK);
+    assert_eq!(
+        app.get(&admin, &format!("/v1/orders/{id}")).await.status(),
+        StatusCode::OK
+    );
     let by_customer: Value = app
-        .get(&admin, &format!("/v1/orders?customer={}", app.client_id("customer")))
+        .get(
+            &admin,
+            &format!("/v1/orders?customer={}", app.client_id("customer")),
+        )
         .await
         .json()
         .await
@@ -177,9 +280,22 @@ async fn customers_see_only_their_own_orders_and_sellers_those_with_their_produc
     assert_eq!(by_customer["items"].as_array().unwrap().len(), 1);
 
     // Roles that may not do a thing are told so.
-    problem(app.get(&alice, "/v1/admin/clients").await, StatusCode::FORBIDDEN).await;
-    problem(app.get(&alice, "/v1/admin/dead-letters").await, StatusCode::FORBIDDEN).await;
-    problem(app.post_json(&seller, "/v1/orders", &order_body(&product, 1)).await, StatusCode::FORBIDDEN).await;
+    problem(
+        app.get(&alice, "/v1/admin/clients").await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    problem(
+        app.get(&alice, "/v1/admin/dead-letters").await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    problem(
+        app.post_json(&seller, "/v1/orders", &order_body(&product, 1))
+            .await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
     let courier = app.token("courier").await;
     problem(app.get(&courier, "/v1/orders").await, StatusCode::FORBIDDEN).await;
 }

@@ -1,6 +1,6 @@
 //! The test harness: the real application on port 0 over a fresh data
 //! directory, and helpers that read as the API's vocabulary.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod process;
 
@@ -48,7 +48,10 @@ impl TestApp {
         configure(&mut config);
         let app = customize(App::builder(config)).build().await.unwrap();
         let base = format!("http://{}", app.local_addr().unwrap());
-        let credentials = app.demo_credentials().cloned().expect("a fresh store creates demo clients");
+        let credentials = app
+            .demo_credentials()
+            .cloned()
+            .expect("a fresh store creates demo clients");
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(app.run(async move {
             let _ = rx.await;
@@ -122,16 +125,29 @@ impl TestApp {
         assert_eq!(response.status(), StatusCode::CREATED);
         let body: Value = response.json().await.unwrap();
         let id = body["client_id"].as_str().unwrap().to_owned();
-        let token = self.token_for(&id, body["client_secret"].as_str().unwrap()).await;
+        let token = self
+            .token_for(&id, body["client_secret"].as_str().unwrap())
+            .await;
         (id, token)
     }
 
     pub async fn get(&self, token: &str, path: &str) -> Response {
-        self.http.get(self.url(path)).bearer_auth(token).send().await.unwrap()
+        self.http
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn post_json(&self, token: &str, path: &str, body: &Value) -> Response {
-        self.http.post(self.url(path)).bearer_auth(token).json(body).send().await.unwrap()
+        self.http
+            .post(self.url(path))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn products(&self) -> Vec<Value> {
@@ -141,7 +157,10 @@ impl TestApp {
     }
 
     pub async fn product_id(&self, index: usize) -> String {
-        self.products().await[index]["id"].as_str().unwrap().to_owned()
+        self.products().await[index]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     }
 
     /// Orders are priced from the catalog projection that product.upserted
@@ -155,14 +174,25 @@ impl TestApp {
     pub async fn wait_for_quiet_bus(&self) {
         let admin = self.token("admin").await;
         eventually("every outbox is drained", || async {
-            let body: Value = self.get(&admin, "/v1/admin/outbox").await.json().await.unwrap();
-            body["outboxes"].as_array().unwrap().iter().all(|o| o["backlog"] == 0)
+            let body: Value = self
+                .get(&admin, "/v1/admin/outbox")
+                .await
+                .json()
+                .await
+                .unwrap();
+            body["outboxes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|o| o["backlog"] == 0)
         })
         .await;
     }
 
     pub async fn create_order(&self, token: &str, product_id: &str, quantity: i64) -> Value {
-        let response = self.post_json(token, "/v1/orders", &order_body(product_id, quantity)).await;
+        let response = self
+            .post_json(token, "/v1/orders", &order_body(product_id, quantity))
+            .await;
         assert_eq!(response.status(), StatusCode::CREATED);
         response.json().await.unwrap()
     }
@@ -201,7 +231,10 @@ where
         if condition().await {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -225,6 +258,10 @@ pub async fn problem(response: Response, status: StatusCode) -> Value {
 pub fn fields(problem: &Value) -> Vec<String> {
     problem["errors"]
         .as_array()
-        .map(|e| e.iter().map(|e| e["field"].as_str().unwrap_or_default().to_owned()).collect())
+        .map(|e| {
+            e.iter()
+                .map(|e| e["field"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
         .unwrap_or_default()
 }

@@ -32,12 +32,18 @@ impl Server {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 if let Some(rest) = line.strip_prefix("Ordo is serving on ") {
-                    let base = rest.split_whitespace().next().unwrap_or_default().to_owned();
+                    let base = rest
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
                     let _ = tx.send(base);
                 }
             }
         });
-        let base = rx.recv_timeout(Duration::from_secs(60)).expect("the server starts");
+        let base = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the server starts");
         Self { child, base }
     }
 
