@@ -286,6 +286,16 @@ impl Config {
                 url.redacted_url()
             );
         }
+        let mut services = self.services.clone();
+        services.sort();
+        let mut all: Vec<String> = ALL_SERVICES.iter().map(|s| (*s).to_owned()).collect();
+        all.sort();
+        if services != all {
+            bail!(
+                "services {:?}: running a subset of the services in one process needs the distributed mode, which is not supported yet",
+                self.services
+            );
+        }
         if self.nats_url.is_some() {
             bail!(
                 "nats-url is not supported yet: this build runs the in-process bus; unset ORDO_NATS_URL"

@@ -84,6 +84,7 @@ async fn a_token_is_issued_for_form_json_and_basic_credentials() {
     }
     assert_eq!(claims["role"], "customer");
     assert_eq!(claims["sub"], c.client_id);
+    app.assert_no_server_errors().await;
 }
 
 #[tokio::test]
@@ -122,6 +123,7 @@ async fn wrong_credentials_get_an_oauth_error_as_a_problem() {
     let body = problem(response, StatusCode::BAD_REQUEST).await;
     assert_eq!(body["error"], "unsupported_grant_type");
     assert_eq!(common::fields(&body), ["grant_type"]);
+    app.assert_no_server_errors().await;
 }
 
 #[tokio::test]
@@ -193,6 +195,7 @@ async fn missing_expired_tampered_unsigned_and_foreign_tokens_are_refused() {
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{what}");
         problem(response, StatusCode::UNAUTHORIZED).await;
     }
+    app.assert_no_server_errors().await;
 }
 
 #[tokio::test]
@@ -225,4 +228,5 @@ async fn a_revoked_client_loses_access() {
             .iter()
             .all(|c| c.get("client_secret").is_none() && c.get("secret_hash").is_none())
     );
+    app.assert_no_server_errors().await;
 }

@@ -202,6 +202,7 @@ async fn every_kind_of_bad_order_is_refused_with_the_field_named_and_nothing_wri
         0,
         "no order was written"
     );
+    app.assert_no_server_errors().await;
     let admin = app.token("admin").await;
     let bus: Value = app
         .get(&admin, "/v1/admin/outbox")
@@ -263,4 +264,5 @@ async fn unknown_routes_methods_and_ids_are_problems_too() {
         .await
         .unwrap();
     problem(delete, StatusCode::METHOD_NOT_ALLOWED).await;
+    app.assert_no_server_errors().await;
 }

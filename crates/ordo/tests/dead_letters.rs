@@ -121,4 +121,5 @@ async fn a_poison_event_is_retried_dead_lettered_listed_and_delivered_once_after
         .await;
     common::problem(again, StatusCode::CONFLICT).await;
     assert_eq!(probe.handled.load(Ordering::SeqCst), 1);
+    app.assert_no_server_errors().await;
 }

@@ -92,6 +92,7 @@ async fn fifty_concurrent_posts_with_one_key_make_exactly_one_order() {
     assert_eq!(body["type"], "/problems/idempotency-key-reused");
     let listed: Value = app.get(&customer, "/v1/orders").await.json().await.unwrap();
     assert_eq!(listed["items"].as_array().unwrap().len(), 1);
+    app.assert_no_server_errors().await;
 }
 
 #[tokio::test]
@@ -112,6 +113,7 @@ async fn keys_belong_to_the_client_that_sent_them() {
     let b: Value = send(bob.clone()).await.unwrap().json().await.unwrap();
     assert_ne!(a["id"], b["id"], "bob's request is his own");
     assert_ne!(a["customer_id"], b["customer_id"]);
+    app.assert_no_server_errors().await;
 }
 
 #[tokio::test]
@@ -152,4 +154,5 @@ async fn a_rejected_request_replays_its_answer_and_a_malformed_key_is_named() {
         .unwrap();
     let body = problem(bad_key, StatusCode::UNPROCESSABLE_ENTITY).await;
     assert_eq!(common::fields(&body), ["Idempotency-Key"]);
+    app.assert_no_server_errors().await;
 }

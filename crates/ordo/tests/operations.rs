@@ -75,6 +75,7 @@ async fn health_metrics_and_the_api_description_are_served() {
         page.contains("<html") && page.contains("Ordo API"),
         "the docs page carries the spec"
     );
+    app.assert_no_server_errors().await;
 }
 
 #[tokio::test]

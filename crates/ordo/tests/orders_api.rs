@@ -73,6 +73,7 @@ async fn an_order_is_created_read_listed_cancelled_and_its_timeline_tells_the_st
             .is_some_and(|c| !c.is_empty())
     );
     assert_eq!(timeline[1]["data"]["reason"], "customer_cancelled");
+    app.assert_no_server_errors().await;
 }
 
 #[tokio::test]
@@ -100,6 +101,7 @@ async fn the_request_id_becomes_the_correlation_id_of_the_event() {
         app.timeline(&customer, id).await[0]["correlation_id"],
         "checkout-42"
     );
+    app.assert_no_server_errors().await;
 }
 
 #[tokio::test]
@@ -211,6 +213,7 @@ async fn lists_walk_in_cursor_pages_and_filter_by_status_and_creation_time() {
         let field = bad.split('=').next().unwrap();
         assert_eq!(fields(&body), [field], "{bad}");
     }
+    app.assert_no_server_errors().await;
 }
 
 #[tokio::test]
@@ -298,4 +301,5 @@ async fn customers_see_only_their_own_orders_and_sellers_those_with_their_produc
     .await;
     let courier = app.token("courier").await;
     problem(app.get(&courier, "/v1/orders").await, StatusCode::FORBIDDEN).await;
+    app.assert_no_server_errors().await;
 }

@@ -80,6 +80,24 @@ impl TestApp {
         std::mem::replace(&mut self.data_dir, dir)
     }
 
+    /// Asserts that no request served so far was answered with a 5xx.
+    pub async fn assert_no_server_errors(&self) {
+        let metrics = self
+            .http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let failures: Vec<&str> = metrics
+            .lines()
+            .filter(|l| l.starts_with("http_requests_total{") && l.contains("status=\"5"))
+            .collect();
+        assert!(failures.is_empty(), "server errors: {failures:?}");
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
