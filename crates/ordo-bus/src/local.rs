@@ -12,7 +12,9 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
-use crate::{BusError, DeadLetter, DeadLetterStore, Envelope, NewDeadLetter, Publisher, RetryPolicy};
+use crate::{
+    BusError, DeadLetter, DeadLetterStore, Envelope, NewDeadLetter, Publisher, RetryPolicy,
+};
 
 /// Why a handler could not apply an event; the event is retried.
 #[derive(Debug)]

@@ -87,8 +87,12 @@ where
         let result = match (this.result, commit) {
             (Some(Err(err)), _) => Err(err),
             (Some(Ok(value)), Ok(())) => Ok(value),
-            (Some(Ok(_)), Err(msg)) => Err(StoreError::Other(anyhow::anyhow!("commit failed: {msg}"))),
-            (None, Err(msg)) => Err(StoreError::Other(anyhow::anyhow!("transaction failed: {msg}"))),
+            (Some(Ok(_)), Err(msg)) => {
+                Err(StoreError::Other(anyhow::anyhow!("commit failed: {msg}")))
+            }
+            (None, Err(msg)) => Err(StoreError::Other(anyhow::anyhow!(
+                "transaction failed: {msg}"
+            ))),
             (None, Ok(())) => Err(StoreError::Other(anyhow::anyhow!("command did not run"))),
         };
         // The caller may have gone away (request cancelled); the write stands.
@@ -403,7 +407,10 @@ mod tests {
         db.close();
         let db = open(dir.path());
         let n: i64 = db
-            .read(|c| c.query_row("SELECT n FROM t", [], |r| r.get(0)).map_err(crate::store_error))
+            .read(|c| {
+                c.query_row("SELECT n FROM t", [], |r| r.get(0))
+                    .map_err(crate::store_error)
+            })
             .await
             .unwrap();
         assert_eq!(n, 42);

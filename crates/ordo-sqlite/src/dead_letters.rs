@@ -17,8 +17,7 @@ impl SqliteDeadLetters {
     }
 }
 
-const COLUMNS: &str =
-    "id, consumer, event_id, event_type, subject, envelope, error, attempts, status, parked_at, replayed_at";
+const COLUMNS: &str = "id, consumer, event_id, event_type, subject, envelope, error, attempts, status, parked_at, replayed_at";
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<Result<DeadLetter, StoreError>> {
     let envelope: String = row.get(5)?;
@@ -41,8 +40,9 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<Result<DeadLetter, StoreError>> {
             subject,
             error,
             attempts,
-            status: DeadLetterStatus::parse(&status)
-                .ok_or_else(|| StoreError::Other(anyhow::anyhow!("unknown dead-letter status {status}")))?,
+            status: DeadLetterStatus::parse(&status).ok_or_else(|| {
+                StoreError::Other(anyhow::anyhow!("unknown dead-letter status {status}"))
+            })?,
             parked_at: time::from_sql(&parked_at)?,
             replayed_at: replayed_at.as_deref().map(time::from_sql).transpose()?,
             envelope: serde_json::from_str(&envelope).map_err(|e| StoreError::Other(e.into()))?,
@@ -50,7 +50,11 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<Result<DeadLetter, StoreError>> {
     })())
 }
 
-fn query(conn: &rusqlite::Connection, sql: &str, params: impl rusqlite::Params) -> Result<Vec<DeadLetter>, StoreError> {
+fn query(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<DeadLetter>, StoreError> {
     let mut stmt = conn.prepare_cached(sql).map_err(store_error)?;
     let rows = stmt.query_map(params, from_row).map_err(store_error)?;
     rows.map(|r| r.map_err(store_error)?).collect()
@@ -59,7 +63,8 @@ fn query(conn: &rusqlite::Connection, sql: &str, params: impl rusqlite::Params) 
 #[async_trait::async_trait]
 impl DeadLetterStore for SqliteDeadLetters {
     async fn park(&self, letter: NewDeadLetter) -> Result<(), StoreError> {
-        let envelope = serde_json::to_string(&letter.envelope).map_err(|e| StoreError::Other(e.into()))?;
+        let envelope =
+            serde_json::to_string(&letter.envelope).map_err(|e| StoreError::Other(e.into()))?;
         let id = format!("dlq_{}", ulid::Ulid::new());
         self.db
             .write(move |tx| {
@@ -70,7 +75,8 @@ impl DeadLetterStore for SqliteDeadLetters {
                         error = excluded.error,
                         attempts = dead_letters.attempts + excluded.attempts,
                         status = 'parked',
-                        parked_at = excluded.parked_at",
+                        parked_at = excluded.parked_at,
+                        replayed_at = NULL",
                     params![
                         id,
                         letter.consumer,
@@ -106,9 +112,13 @@ impl DeadLetterStore for SqliteDeadLetters {
         let id = id.to_owned();
         self.db
             .read(move |conn| {
-                query(conn, &format!("SELECT {COLUMNS} FROM dead_letters WHERE id = ?1"), [id])?
-                    .pop()
-                    .ok_or(StoreError::NotFound)
+                query(
+                    conn,
+                    &format!("SELECT {COLUMNS} FROM dead_letters WHERE id = ?1"),
+                    [id],
+                )?
+                .pop()
+                .ok_or(StoreError::NotFound)
             })
             .await
     }
@@ -118,7 +128,11 @@ impl DeadLetterStore for SqliteDeadLetters {
         self.db
             .write(move |tx| {
                 let status: Option<String> = tx
-                    .query_row("SELECT status FROM dead_letters WHERE id = ?1", [&owned], |r| r.get(0))
+                    .query_row(
+                        "SELECT status FROM dead_letters WHERE id = ?1",
+                        [&owned],
+                        |r| r.get(0),
+                    )
                     .optional()
                     .map_err(store_error)?;
                 match status.as_deref() {
@@ -169,9 +183,11 @@ impl DeadLetterStore for SqliteDeadLetters {
     async fn count_open(&self) -> Result<u64, StoreError> {
         self.db
             .read(|conn| {
-                conn.query_row("SELECT count(*) FROM dead_letters WHERE status <> 'replayed'", [], |r| {
-                    r.get::<_, i64>(0)
-                })
+                conn.query_row(
+                    "SELECT count(*) FROM dead_letters WHERE status <> 'replayed'",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
                 .map(|n| u64::try_from(n).unwrap_or(0))
                 .map_err(store_error)
             })

@@ -30,7 +30,11 @@ struct Existing {
 }
 
 fn ago(now: DateTime<Utc>, d: Duration) -> String {
-    time::to_sql(now - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX))
+    let then = chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| now.checked_sub_signed(d))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC);
+    time::to_sql(then)
 }
 
 #[async_trait::async_trait]
@@ -122,8 +126,14 @@ impl IdempotencyStore for SqliteIdempotency {
         response: &StoredResponse,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let headers = serde_json::to_string(&response.headers).map_err(|e| StoreError::Other(e.into()))?;
-        let (scope, key, body, status) = (scope.to_owned(), key.to_owned(), response.body.clone(), response.status);
+        let headers =
+            serde_json::to_string(&response.headers).map_err(|e| StoreError::Other(e.into()))?;
+        let (scope, key, body, status) = (
+            scope.to_owned(),
+            key.to_owned(),
+            response.body.clone(),
+            response.status,
+        );
         self.db
             .write(move |tx| {
                 tx.execute(
@@ -155,9 +165,12 @@ impl IdempotencyStore for SqliteIdempotency {
     async fn purge(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
         self.db
             .write(move |tx| {
-                tx.execute("DELETE FROM idempotency_keys WHERE created_at < ?1", [time::to_sql(before)])
-                    .map(|n| n as u64)
-                    .map_err(store_error)
+                tx.execute(
+                    "DELETE FROM idempotency_keys WHERE created_at < ?1",
+                    [time::to_sql(before)],
+                )
+                .map(|n| n as u64)
+                .map_err(store_error)
             })
             .await
     }

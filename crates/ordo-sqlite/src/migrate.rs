@@ -64,7 +64,12 @@ pub(crate) fn apply(conn: &mut Connection, sets: &[MigrationSet]) -> anyhow::Res
                         ],
                     )?;
                     tx.commit()?;
-                    tracing::info!(set = set.name, version = migration.version, name = migration.name, "migration applied");
+                    tracing::info!(
+                        set = set.name,
+                        version = migration.version,
+                        name = migration.name,
+                        "migration applied"
+                    );
                 }
             }
         }

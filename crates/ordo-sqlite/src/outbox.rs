@@ -71,9 +71,13 @@ impl SqliteOutbox {
         let json: Option<String> = self
             .db
             .read(move |conn| {
-                conn.query_row("SELECT envelope FROM outbox WHERE event_id = ?1", [event_id], |r| r.get(0))
-                    .optional()
-                    .map_err(store_error)
+                conn.query_row(
+                    "SELECT envelope FROM outbox WHERE event_id = ?1",
+                    [event_id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(store_error)
             })
             .await?;
         json.map(|j| serde_json::from_str(&j).map_err(|e| StoreError::Other(e.into())))
@@ -183,9 +187,11 @@ impl OutboxStore for SqliteOutbox {
     async fn backlog(&self) -> Result<u64, StoreError> {
         self.db
             .read(|conn| {
-                conn.query_row("SELECT count(*) FROM outbox WHERE published_at IS NULL", [], |r| {
-                    r.get::<_, i64>(0)
-                })
+                conn.query_row(
+                    "SELECT count(*) FROM outbox WHERE published_at IS NULL",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
                 .map(|n| u64::try_from(n).unwrap_or(0))
                 .map_err(store_error)
             })

@@ -20,8 +20,12 @@ mod tests {
 
     #[test]
     fn stored_timestamps_sort_as_text_in_time_order() {
-        let a = DateTime::parse_from_rfc3339("2026-01-01T00:00:09Z").unwrap().to_utc();
-        let b = DateTime::parse_from_rfc3339("2026-01-01T00:00:10.5Z").unwrap().to_utc();
+        let a = DateTime::parse_from_rfc3339("2026-01-01T00:00:09Z")
+            .unwrap()
+            .to_utc();
+        let b = DateTime::parse_from_rfc3339("2026-01-01T00:00:10.5Z")
+            .unwrap()
+            .to_utc();
         assert!(to_sql(a) < to_sql(b));
         assert_eq!(from_sql(&to_sql(b)).unwrap(), b);
     }
