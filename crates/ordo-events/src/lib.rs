@@ -86,3 +86,248 @@ impl EventPayload for OrderCancelled {
     const TYPE: &'static str = "order.cancelled.v1";
     const SOURCE: &'static str = ORDERS_SOURCE;
 }
+
+pub const PAYMENTS_SOURCE: &str = "/ordo/payments";
+pub const DELIVERY_SOURCE: &str = "/ordo/delivery";
+
+/// A product line and how many of it: what inventory holds for an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockLine {
+    pub product_id: ProductId,
+    pub quantity: u32,
+}
+
+/// Stock for every line of the order is held until `expires_at`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InventoryReserved {
+    pub order_id: OrderId,
+    pub lines: Vec<StockLine>,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl EventPayload for InventoryReserved {
+    const TYPE: &'static str = "inventory.reserved.v1";
+    const SOURCE: &'static str = INVENTORY_SOURCE;
+}
+
+/// Nothing was reserved: some line could not be served.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InventoryReservationFailed {
+    pub order_id: OrderId,
+    /// `out_of_stock` or `unknown_product`.
+    pub reason: String,
+    /// The products that could not be served.
+    pub products: Vec<ProductId>,
+}
+
+impl EventPayload for InventoryReservationFailed {
+    const TYPE: &'static str = "inventory.reservation_failed.v1";
+    const SOURCE: &'static str = INVENTORY_SOURCE;
+}
+
+/// What the order held is available again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InventoryReleased {
+    pub order_id: OrderId,
+    /// `expired` (the hold lapsed before payment) or `cancelled`.
+    pub reason: String,
+    pub lines: Vec<StockLine>,
+}
+
+impl EventPayload for InventoryReleased {
+    const TYPE: &'static str = "inventory.released.v1";
+    const SOURCE: &'static str = INVENTORY_SOURCE;
+}
+
+/// The order's stock left the warehouse.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InventoryCommitted {
+    pub order_id: OrderId,
+    pub lines: Vec<StockLine>,
+}
+
+impl EventPayload for InventoryCommitted {
+    const TYPE: &'static str = "inventory.committed.v1";
+    const SOURCE: &'static str = INVENTORY_SOURCE;
+}
+
+/// Stock is held: the order is to be charged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderConfirmed {
+    pub order_id: OrderId,
+    pub customer_id: ClientId,
+    pub total: Decimal,
+    pub currency: Currency,
+    /// The gateway token the customer gave.
+    pub payment_token: String,
+}
+
+impl EventPayload for OrderConfirmed {
+    const TYPE: &'static str = "order.confirmed.v1";
+    const SOURCE: &'static str = ORDERS_SOURCE;
+}
+
+/// The order is paid: hold its stock for good and ship it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderPaid {
+    pub order_id: OrderId,
+    pub customer_id: ClientId,
+    pub items: Vec<OrderLine>,
+    pub shipping_address: Address,
+    pub total: Decimal,
+    pub currency: Currency,
+}
+
+impl EventPayload for OrderPaid {
+    const TYPE: &'static str = "order.paid.v1";
+    const SOURCE: &'static str = ORDERS_SOURCE;
+}
+
+/// The courier picked the order up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderShipped {
+    pub order_id: OrderId,
+    pub items: Vec<OrderLine>,
+}
+
+impl EventPayload for OrderShipped {
+    const TYPE: &'static str = "order.shipped.v1";
+    const SOURCE: &'static str = ORDERS_SOURCE;
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderDelivered {
+    pub order_id: OrderId,
+}
+
+impl EventPayload for OrderDelivered {
+    const TYPE: &'static str = "order.delivered.v1";
+    const SOURCE: &'static str = ORDERS_SOURCE;
+}
+
+/// The order's total was captured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaymentSucceeded {
+    pub order_id: OrderId,
+    /// `pay_…`
+    pub payment_id: String,
+    pub amount: Decimal,
+    pub currency: Currency,
+}
+
+impl EventPayload for PaymentSucceeded {
+    const TYPE: &'static str = "payment.succeeded.v1";
+    const SOURCE: &'static str = PAYMENTS_SOURCE;
+}
+
+/// The order could not be charged; nothing was captured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaymentFailed {
+    pub order_id: OrderId,
+    pub payment_id: String,
+    /// `declined`, `gateway_unavailable`, …
+    pub reason: String,
+}
+
+impl EventPayload for PaymentFailed {
+    const TYPE: &'static str = "payment.failed.v1";
+    const SOURCE: &'static str = PAYMENTS_SOURCE;
+}
+
+/// Money went back to the customer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaymentRefunded {
+    pub order_id: OrderId,
+    pub payment_id: String,
+    /// `ref_…`
+    pub refund_id: String,
+    pub amount: Decimal,
+    pub currency: Currency,
+    /// `order_cancelled`, `late_payment`, `requested_by_admin`, …
+    pub reason: String,
+}
+
+impl EventPayload for PaymentRefunded {
+    const TYPE: &'static str = "payment.refunded.v1";
+    const SOURCE: &'static str = PAYMENTS_SOURCE;
+}
+
+/// A stop of a shipment's route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Waypoint {
+    /// 1-based position on the route.
+    pub seq: u32,
+    /// `pickup` or `dropoff`.
+    pub kind: String,
+    pub location: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Parcel {
+    /// `prc_…`
+    pub parcel_id: String,
+    pub seller_id: ClientId,
+    pub lines: Vec<StockLine>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShipmentCreated {
+    pub order_id: OrderId,
+    /// `shp_…`
+    pub shipment_id: String,
+    pub parcels: Vec<Parcel>,
+    pub waypoints: Vec<Waypoint>,
+}
+
+impl EventPayload for ShipmentCreated {
+    const TYPE: &'static str = "shipment.created.v1";
+    const SOURCE: &'static str = DELIVERY_SOURCE;
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShipmentPickedUp {
+    pub order_id: OrderId,
+    pub shipment_id: String,
+}
+
+impl EventPayload for ShipmentPickedUp {
+    const TYPE: &'static str = "shipment.picked_up.v1";
+    const SOURCE: &'static str = DELIVERY_SOURCE;
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShipmentWaypointReached {
+    pub order_id: OrderId,
+    pub shipment_id: String,
+    pub waypoint: u32,
+    pub location: String,
+    pub eta: Option<DateTime<Utc>>,
+}
+
+impl EventPayload for ShipmentWaypointReached {
+    const TYPE: &'static str = "shipment.waypoint_reached.v1";
+    const SOURCE: &'static str = DELIVERY_SOURCE;
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShipmentDelivered {
+    pub order_id: OrderId,
+    pub shipment_id: String,
+}
+
+impl EventPayload for ShipmentDelivered {
+    const TYPE: &'static str = "shipment.delivered.v1";
+    const SOURCE: &'static str = DELIVERY_SOURCE;
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShipmentFailed {
+    pub order_id: OrderId,
+    pub shipment_id: String,
+    pub reason: String,
+}
+
+impl EventPayload for ShipmentFailed {
+    const TYPE: &'static str = "shipment.failed.v1";
+    const SOURCE: &'static str = DELIVERY_SOURCE;
+}
