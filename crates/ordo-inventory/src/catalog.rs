@@ -18,6 +18,8 @@ pub struct Product {
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Units that can be ordered now (read from the stock level).
+    pub available: i64,
 }
 
 impl Product {

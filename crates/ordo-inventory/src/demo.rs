@@ -3,10 +3,10 @@
 use std::str::FromStr;
 
 use ordo_bus::{Envelope, EventContext};
-use ordo_kernel::{ClientId, Clock, Currency, EventId, IdGen, ProductId};
+use ordo_kernel::{ClientId, Currency, EventId, ProductId};
 use rust_decimal::Decimal;
 
-use crate::ProductStore;
+use crate::InventoryService;
 use crate::catalog::Product;
 
 const DEMO: &[(&str, &str, &str, &str)] = &[
@@ -50,15 +50,14 @@ const DEMO: &[(&str, &str, &str, &str)] = &[
     ("LAMP-DESK", "LED desk lamp", "49.95", r#"{"watts": 8}"#),
 ];
 
+/// Units of each demo product in stock at first start.
+pub const DEMO_STOCK: i64 = 100;
+
 /// Creates the demo products for `seller`, with their `product.upserted`
-/// events, unless the catalog already has products. Returns how many were
-/// created.
-pub async fn seed(
-    store: &dyn ProductStore,
-    seller: ClientId,
-    clock: &dyn Clock,
-    ids: &dyn IdGen,
-) -> anyhow::Result<usize> {
+/// events and an initial stock, unless the catalog already has products.
+/// Returns how many were created.
+pub async fn seed(service: &InventoryService, seller: ClientId) -> anyhow::Result<usize> {
+    let (store, clock, ids) = (service.products(), service.clock().as_ref(), service.ids().as_ref());
     if store.count().await? > 0 {
         return Ok(0);
     }
@@ -79,6 +78,7 @@ pub async fn seed(
             version: 1,
             created_at: now,
             updated_at: now,
+            available: 0,
         };
         let event = Envelope::new(
             EventId::from_ulid(ids.ulid()),
@@ -91,6 +91,10 @@ pub async fn seed(
         products.push((product, event));
     }
     let created = products.len();
+    let ids_created: Vec<ProductId> = products.iter().map(|(p, _)| p.id).collect();
     store.insert_all(products).await?;
+    for id in ids_created {
+        service.adjust(id, DEMO_STOCK, "initial", "system:demo").await?;
+    }
     Ok(created)
 }

@@ -7,7 +7,12 @@
 pub mod catalog;
 pub mod demo;
 mod routes;
+pub mod service;
+pub mod stock;
 mod store;
 
-pub use routes::{InventoryState, router};
-pub use store::{MIGRATIONS, ProductStore, SqliteProductStore};
+pub use routes::{InventoryState, create_router, router};
+pub use service::{InventoryService, consumers};
+pub use store::{
+    Adjustment, Applied, Decide, InboxKey, MIGRATIONS, ProductStore, SqliteInventoryStore, StockStore,
+};

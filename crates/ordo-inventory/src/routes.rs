@@ -2,25 +2,40 @@ use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use chrono::{DateTime, Utc};
-use ordo_http::{ApiError, Principal, Query, Role};
-use ordo_kernel::{ClientId, Currency, ProductId, StoreError};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use ordo_bus::EventContext;
+use ordo_http::{ApiError, FieldError, Json, Principal, Query, RequestId, Role};
+use ordo_kernel::{ClientId, Currency, OrderId, ProductId, StoreError};
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::ProductStore;
 use crate::catalog::Product;
+use crate::stock::{Reservation, StockLevel};
+use crate::{InventoryService, ProductStore};
 
 #[derive(Clone)]
 pub struct InventoryState {
     pub products: Arc<dyn ProductStore>,
+    pub service: Arc<InventoryService>,
 }
 
 pub fn router(state: InventoryState) -> OpenApiRouter {
     OpenApiRouter::new()
         .routes(routes!(list_products))
-        .routes(routes!(get_product))
+        .routes(routes!(get_product, update_product))
+        .routes(routes!(get_reservation))
+        .with_state(state)
+}
+
+/// Routes that create: they wear the idempotency layer.
+pub fn create_router(state: InventoryState) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(create_product))
+        .routes(routes!(adjust_stock))
         .with_state(state)
 }
 
@@ -36,6 +51,9 @@ pub struct ProductView {
     seller_id: ClientId,
     attributes: serde_json::Value,
     active: bool,
+    /// Units that can be ordered now.
+    available: i64,
+    version: i64,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -51,6 +69,8 @@ impl From<Product> for ProductView {
             seller_id: p.seller_id,
             attributes: p.attributes,
             active: p.active,
+            available: p.available,
+            version: p.version,
             created_at: p.created_at,
             updated_at: p.updated_at,
         }
@@ -127,4 +147,305 @@ async fn get_product(
         return Err(not_found());
     }
     Ok(axum::Json(product.into()))
+}
+
+fn not_found() -> ApiError {
+    ApiError::not_found("no such product")
+}
+
+/// The product, if the caller may change it: its seller or an admin.
+async fn owned(state: &InventoryState, principal: &Principal, id: &str) -> Result<Product, ApiError> {
+    principal.require(&[Role::Seller, Role::Admin])?;
+    let id = ProductId::parse(id).map_err(|_| not_found())?;
+    let product = state.products.get(id).await.map_err(|e| match e {
+        StoreError::NotFound => not_found(),
+        other => other.into(),
+    })?;
+    if principal.role == Role::Seller && product.seller_id != principal.client_id {
+        // Another seller's product is none of this seller's business.
+        return Err(not_found());
+    }
+    Ok(product)
+}
+
+fn price(errors: &mut Vec<FieldError>, value: &str, currency: Option<Currency>) -> Option<Decimal> {
+    let parsed = value.trim().parse::<Decimal>().ok();
+    let Some(amount) = parsed else {
+        errors.push(FieldError::new("price", "must be a decimal string such as \"9.99\""));
+        return None;
+    };
+    if let Some(currency) = currency
+        && let Err(e) = currency.check_amount(amount)
+    {
+        errors.push(FieldError::new("price", e.to_string()));
+        return None;
+    }
+    if amount.is_zero() {
+        errors.push(FieldError::new("price", "must be more than zero"));
+        return None;
+    }
+    Some(amount)
+}
+
+fn check_text(errors: &mut Vec<FieldError>, field: &str, value: &str, max: usize) {
+    if value.trim().is_empty() || value.chars().count() > max || value.chars().any(char::is_control) {
+        errors.push(FieldError::new(field, format!("must be 1 to {max} printable characters")));
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewProduct {
+    sku: String,
+    name: String,
+    /// Decimal string.
+    #[schema(example = "9.99")]
+    price: String,
+    #[schema(value_type = String, example = "EUR")]
+    currency: String,
+    #[serde(default)]
+    attributes: Option<serde_json::Value>,
+    /// Units in stock to start with (default 0).
+    #[serde(default)]
+    initial_stock: Option<i64>,
+}
+
+/// Create a product (seller). Publishes product.upserted.
+#[utoipa::path(post, path = "/v1/products", tag = "catalog", request_body = NewProduct,
+    security(("bearer" = [])),
+    responses((status = 201, body = ProductView), (status = 409, body = ordo_http::Problem),
+        (status = 422, body = ordo_http::Problem)))]
+async fn create_product(
+    State(state): State<InventoryState>,
+    principal: Principal,
+    RequestId(request_id): RequestId,
+    Json(body): Json<NewProduct>,
+) -> Result<Response, ApiError> {
+    principal.require(&[Role::Seller])?;
+    let mut errors = Vec::new();
+    check_text(&mut errors, "sku", &body.sku, 64);
+    check_text(&mut errors, "name", &body.name, 200);
+    let currency = Currency::parse(&body.currency)
+        .map_err(|e| errors.push(FieldError::new("currency", e.to_string())))
+        .ok();
+    let amount = price(&mut errors, &body.price, currency);
+    let attributes = body.attributes.unwrap_or_else(|| serde_json::json!({}));
+    if !attributes.is_object() {
+        errors.push(FieldError::new("attributes", "must be a JSON object"));
+    }
+    let initial = body.initial_stock.unwrap_or(0);
+    if !(0..=1_000_000_000).contains(&initial) {
+        errors.push(FieldError::new("initial_stock", "must be from 0 to 1000000000"));
+    }
+    let (Some(currency), Some(amount), true) = (currency, amount, errors.is_empty()) else {
+        return Err(ApiError::validation(errors));
+    };
+    let now = state.service.clock().now();
+    let product = Product {
+        id: ProductId::from_ulid(state.service.ids().ulid()),
+        sku: body.sku.trim().to_owned(),
+        name: body.name.trim().to_owned(),
+        price: amount,
+        currency,
+        seller_id: principal.client_id,
+        attributes,
+        active: true,
+        version: 1,
+        created_at: now,
+        updated_at: now,
+        available: 0,
+    };
+    let context = EventContext::from_request(request_id);
+    let mut product = state.service.create_product(product, &context).await.map_err(|e| match e {
+        StoreError::Conflict(_) => ApiError::Conflict {
+            slug: "sku-taken",
+            detail: "a product with this sku exists".to_owned(),
+        },
+        other => other.into(),
+    })?;
+    if initial > 0 {
+        product.available = state
+            .service
+            .adjust(product.id, initial, "initial", &principal.client_id.to_string())
+            .await?
+            .available;
+    }
+    let location = format!("/v1/products/{}", product.id);
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], axum::Json(ProductView::from(product))).into_response())
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProductChange {
+    name: Option<String>,
+    #[schema(example = "9.99")]
+    price: Option<String>,
+    attributes: Option<serde_json::Value>,
+    /// false withdraws the product from sale.
+    active: Option<bool>,
+}
+
+/// Change a product (its seller). Publishes product.upserted.
+#[utoipa::path(patch, path = "/v1/products/{id}", tag = "catalog", params(("id" = String, Path)),
+    request_body = ProductChange, security(("bearer" = [])),
+    responses((status = 200, body = ProductView), (status = 404, body = ordo_http::Problem),
+        (status = 422, body = ordo_http::Problem)))]
+async fn update_product(
+    State(state): State<InventoryState>,
+    principal: Principal,
+    RequestId(request_id): RequestId,
+    Path(id): Path<String>,
+    Json(body): Json<ProductChange>,
+) -> Result<axum::Json<ProductView>, ApiError> {
+    let mut product = owned(&state, &principal, &id).await?;
+    let mut errors = Vec::new();
+    if let Some(name) = &body.name {
+        check_text(&mut errors, "name", name, 200);
+        product.name = name.trim().to_owned();
+    }
+    if let Some(p) = &body.price
+        && let Some(amount) = price(&mut errors, p, Some(product.currency))
+    {
+        product.price = amount;
+    }
+    if let Some(attributes) = body.attributes {
+        if attributes.is_object() {
+            product.attributes = attributes;
+        } else {
+            errors.push(FieldError::new("attributes", "must be a JSON object"));
+        }
+    }
+    if let Some(active) = body.active {
+        product.active = active;
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    let context = EventContext::from_request(request_id);
+    let product = state.service.update_product(product, &context).await.map_err(|e| match e {
+        StoreError::Conflict(_) => ApiError::Conflict {
+            slug: "concurrent-change",
+            detail: "the product changed meanwhile; read it again".to_owned(),
+        },
+        other => other.into(),
+    })?;
+    let fresh = state.products.get(product.id).await?;
+    Ok(axum::Json(fresh.into()))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StockAdjustment {
+    /// Units to add (restock) or remove (correction).
+    delta: i64,
+    /// `restock` or `correction`.
+    reason: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StockView {
+    product_id: ProductId,
+    available: i64,
+    reserved: i64,
+    allocated: i64,
+    committed: i64,
+}
+
+fn stock_view(product_id: ProductId, l: StockLevel) -> StockView {
+    StockView {
+        product_id,
+        available: l.available,
+        reserved: l.reserved,
+        allocated: l.allocated,
+        committed: l.committed,
+    }
+}
+
+/// Adjust a product's stock (its seller): a restock or a correction.
+#[utoipa::path(post, path = "/v1/products/{id}/stock", tag = "catalog", params(("id" = String, Path)),
+    request_body = StockAdjustment, security(("bearer" = [])),
+    responses((status = 200, body = StockView), (status = 409, body = ordo_http::Problem),
+        (status = 422, body = ordo_http::Problem)))]
+async fn adjust_stock(
+    State(state): State<InventoryState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    Json(body): Json<StockAdjustment>,
+) -> Result<axum::Json<StockView>, ApiError> {
+    let product = owned(&state, &principal, &id).await?;
+    let mut errors = Vec::new();
+    if body.delta == 0 || body.delta.abs() > 1_000_000_000 {
+        errors.push(FieldError::new("delta", "must be a non-zero whole number within ±1000000000"));
+    }
+    if !matches!(body.reason.as_str(), "restock" | "correction") {
+        errors.push(FieldError::new("reason", "must be restock or correction"));
+    } else if body.reason == "restock" && body.delta < 0 {
+        errors.push(FieldError::new("delta", "a restock adds units; use a correction to remove them"));
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    let level = state
+        .service
+        .adjust(product.id, body.delta, &body.reason, &principal.client_id.to_string())
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict(detail) => ApiError::Conflict {
+                slug: "insufficient-stock",
+                detail,
+            },
+            other => other.into(),
+        })?;
+    Ok(axum::Json(stock_view(product.id, level)))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReservationView {
+    order_id: OrderId,
+    /// active, allocated, committed, released or failed.
+    status: &'static str,
+    release_reason: Option<String>,
+    expires_at: Option<DateTime<Utc>>,
+    lines: Vec<ReservationLineView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReservationLineView {
+    product_id: ProductId,
+    quantity: u32,
+}
+
+impl From<Reservation> for ReservationView {
+    fn from(r: Reservation) -> Self {
+        Self {
+            order_id: r.order_id,
+            status: r.status.as_str(),
+            release_reason: r.release_reason,
+            expires_at: r.expires_at,
+            lines: r
+                .lines
+                .into_iter()
+                .map(|l| ReservationLineView {
+                    product_id: l.product_id,
+                    quantity: l.quantity,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// What inventory holds for an order (admin).
+#[utoipa::path(get, path = "/v1/orders/{id}/reservation", tag = "catalog", params(("id" = String, Path)),
+    security(("bearer" = [])),
+    responses((status = 200, body = ReservationView), (status = 404, body = ordo_http::Problem)))]
+async fn get_reservation(
+    State(state): State<InventoryState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<axum::Json<ReservationView>, ApiError> {
+    principal.require(&[Role::Admin])?;
+    let missing = || ApiError::not_found("no reservation for this order");
+    let order = OrderId::parse(&id).map_err(|_| missing())?;
+    let reservation = state.service.stock().reservation(order).await?.ok_or_else(missing)?;
+    Ok(axum::Json(reservation.into()))
 }

@@ -1,11 +1,17 @@
 use std::str::FromStr;
 
+use chrono::{DateTime, Utc};
 use ordo_bus::Envelope;
-use ordo_kernel::{ClientId, Currency, ProductId, StoreError};
+use ordo_events::StockLine;
+use ordo_kernel::{ClientId, Currency, OrderId, ProductId, StoreError};
 use ordo_sqlite::{
-    Database, Migration, MigrationSet, PLATFORM_MIGRATIONS, outbox_append, store_error, time,
+    Database, Migration, MigrationSet, PLATFORM_MIGRATIONS, inbox_record, outbox_append, store_error, time,
 };
-use rusqlite::{Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use crate::stock::{
+    Decision, Reservation, ReservationStatus, Snapshot, StockChange, StockLevel, apply_to_level,
+};
 use rust_decimal::Decimal;
 
 use crate::catalog::Product;
@@ -14,11 +20,18 @@ pub const MIGRATIONS: [MigrationSet; 2] = [
     PLATFORM_MIGRATIONS,
     MigrationSet {
         name: "inventory",
-        migrations: &[Migration {
-            version: 1,
-            name: "products",
-            sql: include_str!("../migrations/0001_products.sql"),
-        }],
+        migrations: &[
+            Migration {
+                version: 1,
+                name: "products",
+                sql: include_str!("../migrations/0001_products.sql"),
+            },
+            Migration {
+                version: 2,
+                name: "stock levels, movements and reservations",
+                sql: include_str!("../migrations/0002_stock_and_reservations.sql"),
+            },
+        ],
     },
 ];
 
@@ -35,19 +48,25 @@ pub trait ProductStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<Product>, StoreError>;
     async fn count(&self) -> Result<u64, StoreError>;
+    /// Saves a changed product with its event, if it is still at
+    /// `expected_version` (else `Conflict`).
+    async fn update(&self, product: Product, expected_version: i64, event: Envelope) -> Result<(), StoreError>;
 }
 
-pub struct SqliteProductStore {
+pub struct SqliteInventoryStore {
     db: Database,
 }
 
-impl SqliteProductStore {
+impl SqliteInventoryStore {
     pub fn new(db: Database) -> Self {
         Self { db }
     }
 }
 
 const COLUMNS: &str = "id, sku, name, price, currency, seller_id, attributes, active, version, created_at, updated_at";
+const SELECT_PRODUCT: &str = "SELECT p.id, p.sku, p.name, p.price, p.currency, p.seller_id, p.attributes, p.active, p.version,
+    p.created_at, p.updated_at, coalesce(s.available, 0)
+    FROM products p LEFT JOIN stock_levels s ON s.product_id = p.id";
 
 type Raw = (
     String,
@@ -61,6 +80,7 @@ type Raw = (
     i64,
     String,
     String,
+    i64,
 );
 
 fn raw(row: &Row<'_>) -> rusqlite::Result<Raw> {
@@ -76,6 +96,7 @@ fn raw(row: &Row<'_>) -> rusqlite::Result<Raw> {
         row.get(8)?,
         row.get(9)?,
         row.get(10)?,
+        row.get(11)?,
     ))
 }
 
@@ -93,11 +114,12 @@ fn product(r: Raw) -> Result<Product, StoreError> {
         version: r.8,
         created_at: time::from_sql(&r.9)?,
         updated_at: time::from_sql(&r.10)?,
+        available: r.11,
     })
 }
 
 #[async_trait::async_trait]
-impl ProductStore for SqliteProductStore {
+impl ProductStore for SqliteInventoryStore {
     async fn insert_all(&self, products: Vec<(Product, Envelope)>) -> Result<(), StoreError> {
         self.db
             .write(move |tx| {
@@ -113,6 +135,12 @@ impl ProductStore for SqliteProductStore {
                         ])
                     })
                     .map_err(store_error)?;
+                    tx.prepare_cached(
+                        "INSERT INTO stock_levels (product_id, available, reserved, allocated, committed, adjusted)
+                         VALUES (?1, 0, 0, 0, 0, 0) ON CONFLICT (product_id) DO NOTHING",
+                    )
+                    .and_then(|mut s| s.execute([p.id.to_string()]))
+                    .map_err(store_error)?;
                     outbox_append(tx, event)?;
                 }
                 Ok(())
@@ -124,7 +152,7 @@ impl ProductStore for SqliteProductStore {
         let r = self
             .db
             .read(move |conn| {
-                conn.prepare_cached(&format!("SELECT {COLUMNS} FROM products WHERE id = ?1"))
+                conn.prepare_cached(&format!("{SELECT_PRODUCT} WHERE p.id = ?1"))
                     .and_then(|mut s| s.query_row([id.to_string()], raw))
                     .map_err(store_error)
             })
@@ -144,9 +172,9 @@ impl ProductStore for SqliteProductStore {
             .read(move |conn| {
                 let mut stmt = conn
                     .prepare_cached(&format!(
-                        "SELECT {COLUMNS} FROM products
-                         WHERE (?1 IS NULL OR seller_id = ?1) AND (?2 IS NULL OR id > ?2)
-                         ORDER BY id LIMIT ?3"
+                        "{SELECT_PRODUCT}
+                         WHERE (?1 IS NULL OR p.seller_id = ?1) AND (?2 IS NULL OR p.id > ?2)
+                         ORDER BY p.id LIMIT ?3"
                     ))
                     .map_err(store_error)?;
                 let rows = stmt
@@ -165,6 +193,31 @@ impl ProductStore for SqliteProductStore {
         rows.into_iter().map(product).collect()
     }
 
+    async fn update(&self, p: Product, expected_version: i64, event: Envelope) -> Result<(), StoreError> {
+        self.db
+            .write(move |tx| {
+                let changed = tx
+                    .prepare_cached(
+                        "UPDATE products SET name = ?2, price = ?3, currency = ?4, attributes = ?5, active = ?6,
+                            version = ?7, updated_at = ?8
+                         WHERE id = ?1 AND version = ?9",
+                    )
+                    .and_then(|mut s| {
+                        s.execute(params![
+                            p.id.to_string(), p.name, p.price.to_string(), p.currency.as_str(),
+                            p.attributes.to_string(), p.active, p.version, time::to_sql(p.updated_at),
+                            expected_version
+                        ])
+                    })
+                    .map_err(store_error)?;
+                if changed == 0 {
+                    return Err(StoreError::Conflict(format!("product {} changed meanwhile", p.id)));
+                }
+                outbox_append(tx, &event)
+            })
+            .await
+    }
+
     async fn count(&self) -> Result<u64, StoreError> {
         self.db
             .read(|conn| {
@@ -173,5 +226,340 @@ impl ProductStore for SqliteProductStore {
                     .map_err(store_error)
             })
             .await
+    }
+}
+
+/// A consumer's claim on an event, recorded with the effect.
+#[derive(Debug, Clone)]
+pub struct InboxKey {
+    pub consumer: String,
+    pub event_id: String,
+}
+
+/// What a guarded write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    Done,
+    /// The inbox already held the event: nothing was written.
+    Duplicate,
+}
+
+/// The pure decision run inside the write transaction.
+pub type Decide = Box<dyn FnOnce(&Snapshot) -> Decision + Send>;
+
+/// A stock adjustment: a restock, a correction, the initial stock.
+#[derive(Debug, Clone)]
+pub struct Adjustment {
+    pub movement_id: String,
+    pub product: ProductId,
+    pub delta: i64,
+    pub reason: String,
+    pub actor: String,
+    pub at: DateTime<Utc>,
+}
+
+#[async_trait::async_trait]
+pub trait StockStore: Send + Sync + 'static {
+    /// Adds `delta` units to the available stock; `Conflict` when that
+    /// would take it below zero, `NotFound` for an unknown product.
+    async fn adjust(&self, adjustment: Adjustment) -> Result<StockLevel, StoreError>;
+    async fn level(&self, product: ProductId) -> Result<StockLevel, StoreError>;
+    async fn levels(&self) -> Result<Vec<(ProductId, StockLevel)>, StoreError>;
+    /// Loads the order's reservation and the stock of `products` (and of
+    /// the reservation's lines), runs `decide` on them and applies its
+    /// decision with its events, in one transaction.
+    async fn decide(
+        &self,
+        order: OrderId,
+        products: Vec<ProductId>,
+        inbox: Option<InboxKey>,
+        decide: Decide,
+    ) -> Result<Applied, StoreError>;
+    async fn reservation(&self, order: OrderId) -> Result<Option<Reservation>, StoreError>;
+    async fn reservations(&self) -> Result<Vec<Reservation>, StoreError>;
+    /// Active holds whose time ran out by `now`.
+    async fn expired(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<OrderId>, StoreError>;
+    /// When the next active hold runs out.
+    async fn next_expiry(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+}
+
+fn level_row(row: &Row<'_>) -> rusqlite::Result<StockLevel> {
+    Ok(StockLevel {
+        available: row.get(0)?,
+        reserved: row.get(1)?,
+        allocated: row.get(2)?,
+        committed: row.get(3)?,
+        adjusted: row.get(4)?,
+    })
+}
+
+const LEVEL_COLUMNS: &str = "available, reserved, allocated, committed, adjusted";
+
+fn load_level(conn: &Connection, product: ProductId) -> Result<Option<StockLevel>, StoreError> {
+    conn.prepare_cached(&format!("SELECT {LEVEL_COLUMNS} FROM stock_levels WHERE product_id = ?1"))
+        .and_then(|mut s| s.query_row([product.to_string()], level_row).optional())
+        .map_err(store_error)
+}
+
+fn save_level(conn: &Connection, product: ProductId, l: &StockLevel) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE stock_levels SET available = ?2, reserved = ?3, allocated = ?4, committed = ?5, adjusted = ?6
+         WHERE product_id = ?1",
+    )
+    .and_then(|mut s| {
+        s.execute(params![product.to_string(), l.available, l.reserved, l.allocated, l.committed, l.adjusted])
+    })
+    .map_err(store_error)?;
+    Ok(())
+}
+
+fn load_reservation(conn: &Connection, order: OrderId) -> Result<Option<Reservation>, StoreError> {
+    let row: Option<(String, Option<String>, Option<String>)> = conn
+        .prepare_cached("SELECT status, release_reason, expires_at FROM reservations WHERE order_id = ?1")
+        .and_then(|mut s| s.query_row([order.to_string()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional())
+        .map_err(store_error)?;
+    let Some((status, release_reason, expires_at)) = row else {
+        return Ok(None);
+    };
+    let mut stmt = conn
+        .prepare_cached("SELECT product_id, quantity FROM reservation_lines WHERE order_id = ?1 ORDER BY product_id")
+        .map_err(store_error)?;
+    let lines = stmt
+        .query_map([order.to_string()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))
+        .map_err(store_error)?
+        .map(|r| {
+            let (product, quantity) = r.map_err(store_error)?;
+            Ok(StockLine {
+                product_id: ProductId::parse(&product)
+                    .map_err(|_| StoreError::Other(anyhow::anyhow!("bad product id in reservation_lines")))?,
+                quantity,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok(Some(Reservation {
+        order_id: order,
+        status: ReservationStatus::parse(&status)
+            .ok_or_else(|| StoreError::Other(anyhow::anyhow!("bad reservation status {status}")))?,
+        release_reason,
+        expires_at: expires_at.as_deref().map(time::from_sql).transpose()?,
+        lines,
+    }))
+}
+
+#[async_trait::async_trait]
+impl StockStore for SqliteInventoryStore {
+    async fn adjust(&self, a: Adjustment) -> Result<StockLevel, StoreError> {
+        self.db
+            .write(move |tx| {
+                let mut level = load_level(tx, a.product)?.ok_or(StoreError::NotFound)?;
+                if level.available + a.delta < 0 {
+                    return Err(StoreError::Conflict(format!(
+                        "only {} units are available to remove",
+                        level.available
+                    )));
+                }
+                level.available += a.delta;
+                level.adjusted += a.delta;
+                save_level(tx, a.product, &level)?;
+                tx.prepare_cached(
+                    "INSERT INTO stock_movements (id, product_id, delta, reason, actor, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![a.movement_id, a.product.to_string(), a.delta, a.reason, a.actor, time::to_sql(a.at)])
+                })
+                .map_err(store_error)?;
+                Ok(level)
+            })
+            .await
+    }
+
+    async fn level(&self, product: ProductId) -> Result<StockLevel, StoreError> {
+        self.db
+            .read(move |conn| load_level(conn, product)?.ok_or(StoreError::NotFound))
+            .await
+    }
+
+    async fn levels(&self) -> Result<Vec<(ProductId, StockLevel)>, StoreError> {
+        self.db
+            .read(|conn| {
+                let mut stmt = conn
+                    .prepare_cached(&format!("SELECT product_id, {LEVEL_COLUMNS} FROM stock_levels ORDER BY product_id"))
+                    .map_err(store_error)?;
+                let rows = stmt
+                    .query_map([], |r| {
+                        let id: String = r.get(0)?;
+                        Ok((id, StockLevel {
+                            available: r.get(1)?,
+                            reserved: r.get(2)?,
+                            allocated: r.get(3)?,
+                            committed: r.get(4)?,
+                            adjusted: r.get(5)?,
+                        }))
+                    })
+                    .map_err(store_error)?;
+                rows.map(|r| {
+                    let (id, level) = r.map_err(store_error)?;
+                    Ok((ProductId::parse(&id).map_err(|_| StoreError::Other(anyhow::anyhow!("bad product id")))?, level))
+                })
+                .collect()
+            })
+            .await
+    }
+
+    async fn decide(
+        &self,
+        order: OrderId,
+        products: Vec<ProductId>,
+        inbox: Option<InboxKey>,
+        decide: Decide,
+    ) -> Result<Applied, StoreError> {
+        self.db
+            .write(move |tx| {
+                if let Some(key) = &inbox
+                    && !inbox_record(tx, &key.consumer, &key.event_id)?
+                {
+                    return Ok(Applied::Duplicate);
+                }
+                let reservation = load_reservation(tx, order)?;
+                let mut wanted: Vec<ProductId> = products;
+                if let Some(r) = &reservation {
+                    wanted.extend(r.lines.iter().map(|l| l.product_id));
+                }
+                // A fixed order of reads: the PostgreSQL store locks rows in
+                // the same order, so concurrent decisions cannot deadlock.
+                wanted.sort();
+                wanted.dedup();
+                let mut snapshot = Snapshot {
+                    reservation,
+                    stock: Default::default(),
+                };
+                for product in wanted {
+                    if let Some(level) = load_level(tx, product)? {
+                        snapshot.stock.insert(product, level);
+                    }
+                }
+                let from = snapshot.reservation.as_ref().map(|r| r.status);
+                let held: Vec<StockLine> = snapshot.reservation.as_ref().map(|r| r.lines.clone()).unwrap_or_default();
+                let decision = decide(&snapshot);
+                let now = time::to_sql(chrono::Utc::now());
+                let move_units = |lines: &[StockLine], change: &StockChange| -> Result<(), StoreError> {
+                    for line in lines {
+                        let level = snapshot.stock.get(&line.product_id).copied().ok_or(StoreError::NotFound)?;
+                        // Read again: a line may name a product twice.
+                        let current = load_level(tx, line.product_id)?.unwrap_or(level);
+                        let next = apply_to_level(current, change, from, i64::from(line.quantity)).ok_or_else(|| {
+                            StoreError::Conflict(format!("stock of {} would go negative", line.product_id))
+                        })?;
+                        save_level(tx, line.product_id, &next)?;
+                    }
+                    Ok(())
+                };
+                let set_status = |status: ReservationStatus, reason: Option<&str>| -> Result<(), StoreError> {
+                    tx.prepare_cached(
+                        "UPDATE reservations SET status = ?2, release_reason = coalesce(?3, release_reason),
+                            expires_at = CASE WHEN ?2 = 'active' THEN expires_at ELSE NULL END, updated_at = ?4
+                         WHERE order_id = ?1",
+                    )
+                    .and_then(|mut s| s.execute(params![order.to_string(), status.as_str(), reason, now]))
+                    .map_err(store_error)?;
+                    Ok(())
+                };
+                let insert = |status: ReservationStatus, reason: Option<&str>, expires: Option<String>| -> Result<(), StoreError> {
+                    tx.prepare_cached(
+                        "INSERT INTO reservations (order_id, status, release_reason, expires_at, created_at, updated_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+                    )
+                    .and_then(|mut s| s.execute(params![order.to_string(), status.as_str(), reason, expires, now]))
+                    .map_err(store_error)?;
+                    Ok(())
+                };
+                match &decision.change {
+                    StockChange::Nothing => {}
+                    StockChange::Reserve { lines, expires_at } => {
+                        move_units(lines, &decision.change)?;
+                        insert(ReservationStatus::Active, None, Some(time::to_sql(*expires_at)))?;
+                        let mut stmt = tx
+                            .prepare_cached(
+                                "INSERT INTO reservation_lines (order_id, product_id, quantity) VALUES (?1, ?2, ?3)
+                                 ON CONFLICT (order_id, product_id) DO UPDATE SET quantity = quantity + excluded.quantity",
+                            )
+                            .map_err(store_error)?;
+                        for line in lines {
+                            stmt.execute(params![order.to_string(), line.product_id.to_string(), line.quantity])
+                                .map_err(store_error)?;
+                        }
+                    }
+                    StockChange::Fail { reason } => insert(ReservationStatus::Failed, Some(reason), None)?,
+                    StockChange::Tombstone { reason } => insert(ReservationStatus::Released, Some(reason), None)?,
+                    StockChange::Allocate => {
+                        move_units(&held, &decision.change)?;
+                        set_status(ReservationStatus::Allocated, None)?;
+                    }
+                    StockChange::Commit => {
+                        move_units(&held, &decision.change)?;
+                        set_status(ReservationStatus::Committed, None)?;
+                    }
+                    StockChange::Release { reason } => {
+                        move_units(&held, &decision.change)?;
+                        set_status(ReservationStatus::Released, Some(reason))?;
+                    }
+                }
+                for event in &decision.events {
+                    outbox_append(tx, event)?;
+                }
+                Ok(Applied::Done)
+            })
+            .await
+    }
+
+    async fn reservation(&self, order: OrderId) -> Result<Option<Reservation>, StoreError> {
+        self.db.read(move |conn| load_reservation(conn, order)).await
+    }
+
+    async fn reservations(&self) -> Result<Vec<Reservation>, StoreError> {
+        self.db
+            .read(|conn| {
+                let ids: Vec<String> = conn
+                    .prepare_cached("SELECT order_id FROM reservations ORDER BY order_id")
+                    .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+                    .map_err(store_error)?;
+                ids.iter()
+                    .filter_map(|id| OrderId::parse(id).ok())
+                    .map(|id| load_reservation(conn, id))
+                    .filter_map(Result::transpose)
+                    .collect()
+            })
+            .await
+    }
+
+    async fn expired(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<OrderId>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.db
+            .read(move |conn| {
+                let ids: Vec<String> = conn
+                    .prepare_cached(
+                        "SELECT order_id FROM reservations WHERE status = 'active' AND expires_at <= ?1
+                         ORDER BY expires_at LIMIT ?2",
+                    )
+                    .and_then(|mut s| s.query_map(params![time::to_sql(now), limit], |r| r.get(0))?.collect())
+                    .map_err(store_error)?;
+                Ok(ids.iter().filter_map(|id| OrderId::parse(id).ok()).collect())
+            })
+            .await
+    }
+
+    async fn next_expiry(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let next: Option<String> = self
+            .db
+            .read(|conn| {
+                conn.query_row(
+                    "SELECT min(expires_at) FROM reservations WHERE status = 'active'",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(store_error)
+            })
+            .await?;
+        next.as_deref().map(time::from_sql).transpose()
     }
 }

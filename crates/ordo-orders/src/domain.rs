@@ -397,3 +397,97 @@ mod tests {
         );
     }
 }
+
+/// An event from another service that may move an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SagaEvent {
+    StockReserved,
+    ReservationFailed,
+    ReservationExpired,
+    PaymentSucceeded,
+    PaymentFailed,
+    PickedUp,
+    Delivered,
+}
+
+/// What an order does with a saga event, given its current status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reaction {
+    Transition(OrderStatus, Option<CancellationReason>),
+    /// A duplicate, a late event after a decision, or one another service
+    /// compensates for itself.
+    Ignore,
+    /// It arrived before the event it follows: try again later.
+    NotYet,
+}
+
+/// The saga's rules, guarded by the current status. Pure and total.
+pub fn react(status: OrderStatus, event: SagaEvent) -> Reaction {
+    use OrderStatus::*;
+    use Reaction::*;
+    use SagaEvent::*;
+    match (event, status) {
+        (StockReserved, Pending) => Transition(Confirmed, None),
+        (ReservationFailed, Pending) => Transition(Cancelled, Some(CancellationReason::OutOfStock)),
+        // The hold lapsed before the order was shipped: it unwinds, and a
+        // payment that landed meanwhile is refunded by payments on
+        // order.cancelled.
+        (ReservationExpired, Pending | Confirmed | Paid) => {
+            Transition(Cancelled, Some(CancellationReason::ReservationExpired))
+        }
+        (PaymentSucceeded, Confirmed) => Transition(Paid, None),
+        (PaymentFailed, Confirmed) => Transition(Cancelled, Some(CancellationReason::PaymentFailed)),
+        (PaymentSucceeded | PaymentFailed, Pending) => NotYet,
+        (PickedUp, Paid) => Transition(Shipped, None),
+        (PickedUp, Pending | Confirmed) => NotYet,
+        (SagaEvent::Delivered, Shipped) => Transition(OrderStatus::Delivered, None),
+        (SagaEvent::Delivered, Pending | Confirmed | Paid) => NotYet,
+        _ => Ignore,
+    }
+}
+
+#[cfg(test)]
+mod saga_tests {
+    use super::*;
+
+    const EVENTS: [SagaEvent; 7] = [
+        SagaEvent::StockReserved,
+        SagaEvent::ReservationFailed,
+        SagaEvent::ReservationExpired,
+        SagaEvent::PaymentSucceeded,
+        SagaEvent::PaymentFailed,
+        SagaEvent::PickedUp,
+        SagaEvent::Delivered,
+    ];
+
+    #[test]
+    fn every_reaction_is_an_allowed_transition() {
+        for status in OrderStatus::ALL {
+            for event in EVENTS {
+                if let Reaction::Transition(next, reason) = react(status, event) {
+                    assert!(status.can_become(next), "{status} -> {next} on {event:?}");
+                    assert_eq!(next == OrderStatus::Cancelled, reason.is_some());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_final_order_ignores_everything() {
+        for status in [OrderStatus::Delivered, OrderStatus::Cancelled] {
+            for event in EVENTS {
+                assert_eq!(react(status, event), Reaction::Ignore, "{status} {event:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_shipped_order_is_never_cancelled_by_the_saga() {
+        for event in EVENTS {
+            assert!(!matches!(
+                react(OrderStatus::Shipped, event),
+                Reaction::Transition(OrderStatus::Cancelled, _)
+            ));
+        }
+    }
+}

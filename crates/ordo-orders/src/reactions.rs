@@ -4,14 +4,21 @@
 use std::sync::Arc;
 
 use ordo_bus::{Consumer, Envelope, EventPayload, Handler, HandlerError};
-use ordo_events::{OrderCancelled, OrderCreated, ProductUpserted};
+use ordo_events::{
+    InventoryCommitted, InventoryReleased, InventoryReservationFailed, InventoryReserved, ORDERS_SOURCE,
+    OrderCancelled, OrderConfirmed, OrderCreated, OrderDelivered, OrderPaid, OrderShipped, PaymentFailed,
+    PaymentRefunded, PaymentSucceeded, ProductUpserted, ShipmentCreated, ShipmentDelivered, ShipmentFailed,
+    ShipmentPickedUp, ShipmentWaypointReached,
+};
 use ordo_kernel::OrderId;
 
-use crate::domain::CatalogEntry;
+use crate::domain::{CatalogEntry, SagaEvent};
+use crate::service::OrdersService;
 use crate::store::{InboxKey, OrderStore, TimelineAppend};
 
 pub const CATALOG_CONSUMER: &str = "orders.catalog";
 pub const TIMELINE_CONSUMER: &str = "orders.timeline";
+pub const SAGA_CONSUMER: &str = "orders.saga";
 
 fn inbox(consumer: &str, event: &Envelope) -> InboxKey {
     InboxKey {
@@ -53,24 +60,95 @@ pub struct TimelineWriter {
     store: Arc<dyn OrderStore>,
 }
 
-/// The order events that go into the timeline.
-pub const TIMELINE_EVENTS: &[&str] = &[OrderCreated::TYPE, OrderCancelled::TYPE];
+/// The events that go into an order's timeline: everything said about it.
+pub const TIMELINE_EVENTS: &[&str] = &[
+    OrderCreated::TYPE,
+    OrderConfirmed::TYPE,
+    OrderPaid::TYPE,
+    OrderShipped::TYPE,
+    OrderDelivered::TYPE,
+    OrderCancelled::TYPE,
+    InventoryReserved::TYPE,
+    InventoryReservationFailed::TYPE,
+    InventoryReleased::TYPE,
+    InventoryCommitted::TYPE,
+    PaymentSucceeded::TYPE,
+    PaymentFailed::TYPE,
+    PaymentRefunded::TYPE,
+    ShipmentCreated::TYPE,
+    ShipmentPickedUp::TYPE,
+    ShipmentWaypointReached::TYPE,
+    ShipmentDelivered::TYPE,
+    ShipmentFailed::TYPE,
+];
+
+/// The events of other services that move an order.
+pub const SAGA_EVENTS: &[&str] = &[
+    InventoryReserved::TYPE,
+    InventoryReservationFailed::TYPE,
+    InventoryReleased::TYPE,
+    PaymentSucceeded::TYPE,
+    PaymentFailed::TYPE,
+    ShipmentPickedUp::TYPE,
+    ShipmentDelivered::TYPE,
+];
+
+/// Moves orders along the saga as the other services report.
+pub struct SagaHandler {
+    service: Arc<OrdersService>,
+}
+
+#[async_trait::async_trait]
+impl Handler for SagaHandler {
+    async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
+        let saga = match event.event_type.as_str() {
+            InventoryReserved::TYPE => SagaEvent::StockReserved,
+            InventoryReservationFailed::TYPE => SagaEvent::ReservationFailed,
+            InventoryReleased::TYPE => {
+                let released = event.decode::<InventoryReleased>()?;
+                if released.reason != "expired" {
+                    // A release that answers our own cancel.
+                    return Ok(());
+                }
+                SagaEvent::ReservationExpired
+            }
+            PaymentSucceeded::TYPE => SagaEvent::PaymentSucceeded,
+            PaymentFailed::TYPE => SagaEvent::PaymentFailed,
+            ShipmentPickedUp::TYPE => SagaEvent::PickedUp,
+            ShipmentDelivered::TYPE => SagaEvent::Delivered,
+            other => return Err(anyhow::anyhow!("the orders saga does not take {other}").into()),
+        };
+        self.service
+            .apply_saga_event(event, saga, inbox(SAGA_CONSUMER, event))
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(())
+    }
+}
 
 #[async_trait::async_trait]
 impl Handler for TimelineWriter {
     async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
         let order = OrderId::parse(&event.subject)
             .map_err(|e| anyhow::anyhow!("{} is not about an order: {e}", event.id))?;
-        // Validates the payload: a malformed event must not enter history.
-        match event.event_type.as_str() {
-            OrderCreated::TYPE => drop(event.decode::<OrderCreated>()?),
-            OrderCancelled::TYPE => drop(event.decode::<OrderCancelled>()?),
-            other => return Err(anyhow::anyhow!("the timeline does not take {other}").into()),
+        if !TIMELINE_EVENTS.contains(&event.event_type.as_str()) {
+            return Err(anyhow::anyhow!("the timeline does not take {}", event.event_type).into());
         }
-        let after = event.sequence.filter(|s| *s > 1).map(|s| s - 1);
+        // A malformed event must not enter history.
+        serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(event.data.get())
+            .map_err(|e| anyhow::anyhow!("event {} has no JSON object as data: {e}", event.id))?;
+        // The orders service numbers its own events per order; other
+        // services' events take their place as they arrive.
+        let mut entry = event.clone();
+        let after = if event.source == ORDERS_SOURCE {
+            event.sequence.filter(|s| *s > 1).map(|s| s - 1)
+        } else {
+            entry.sequence = None;
+            None
+        };
         match self
             .store
-            .append_timeline(order, event.clone(), after, inbox(TIMELINE_CONSUMER, event))
+            .append_timeline(order, entry, after, inbox(TIMELINE_CONSUMER, event))
             .await?
         {
             TimelineAppend::Appended | TimelineAppend::Duplicate => Ok(()),
@@ -84,8 +162,10 @@ impl Handler for TimelineWriter {
 }
 
 /// The consumers of the orders service.
-pub fn consumers(store: Arc<dyn OrderStore>) -> Vec<Consumer> {
+pub fn consumers(service: Arc<OrdersService>) -> Vec<Consumer> {
+    let store = service.store().clone();
     vec![
+        Consumer::new(SAGA_CONSUMER, SAGA_EVENTS, Arc::new(SagaHandler { service })),
         Consumer::new(
             CATALOG_CONSUMER,
             &[ProductUpserted::TYPE],

@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use axum::Extension;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -329,7 +331,10 @@ fn parse_order_id(id: &str) -> Result<OrderId, ApiError> {
 /// `pending`. With `Idempotency-Key`, a retry returns the first response.
 #[utoipa::path(post, path = "/v1/orders", tag = "orders", request_body = CreateOrderRequest,
     security(("bearer" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, description = "makes a retry safe; kept 24 h")),
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "makes a retry safe; kept 24 h"),
+        ("Prefer" = Option<String>, Header, description = "wait=N: answer after the saga's first decision (confirmed or cancelled), at most N seconds (≤ 20)"),
+    ),
     responses(
         (status = 201, body = OrderView, headers(("Location" = String))),
         (status = 400, body = ordo_http::Problem, content_type = "application/problem+json"),
@@ -341,22 +346,51 @@ async fn create_order(
     State(state): State<OrdersState>,
     principal: Principal,
     RequestId(request_id): RequestId,
+    headers: HeaderMap,
     key: Option<Extension<IdempotencyKey>>,
     Json(body): Json<CreateOrderRequest>,
 ) -> Result<Response, ApiError> {
     let new = body.validate()?;
+    let wait = preferred_wait(&headers);
     let context = EventContext::from_request(request_id);
-    let (order, _created) = state
+    // Listen before creating, so that no decision can slip by.
+    let changes = state.service.subscribe();
+    let (mut order, _created) = state
         .service
         .create(&principal, new, &context, key.map(|Extension(k)| k.0))
         .await?;
+    if let Some(wait) = wait {
+        order = state.service.wait_for_decision(changes, order.id, wait).await?;
+    }
     let location = format!("/v1/orders/{}", order.id);
-    Ok((
+    let mut response = (
         StatusCode::CREATED,
         [(header::LOCATION, location)],
         axum::Json(OrderView::from(order)),
     )
-        .into_response())
+        .into_response();
+    if let Some(wait) = wait
+        && let Ok(value) = HeaderValue::from_str(&format!("wait={}", wait.as_secs()))
+    {
+        response.headers_mut().insert("preference-applied", value);
+    }
+    Ok(response)
+}
+
+/// The longest `Prefer: wait` honoured, well inside the request timeout.
+pub const MAX_WAIT: Duration = Duration::from_secs(20);
+
+/// `Prefer: wait=N` (RFC 7240), capped at [`MAX_WAIT`].
+fn preferred_wait(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split([',', ';']))
+        .filter_map(|p| p.trim().strip_prefix("wait="))
+        .filter_map(|n| n.trim().parse::<u64>().ok())
+        .map(|n| Duration::from_secs(n).min(MAX_WAIT))
+        .next()
 }
 
 /// One order.

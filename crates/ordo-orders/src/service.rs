@@ -3,14 +3,15 @@
 use std::sync::Arc;
 
 use ordo_bus::{Envelope, EventContext};
-use ordo_events::{Address, OrderCancelled, OrderCreated};
+use ordo_events::{Address, OrderCancelled, OrderConfirmed, OrderCreated, OrderDelivered, OrderPaid, OrderShipped};
+use tokio::sync::broadcast;
 use ordo_http::{Principal, Role};
 use ordo_kernel::{ClientId, Clock, EventId, IdGen, OrderId, StoreError};
 
 use crate::domain::{
-    self, CancellationReason, Order, OrderStatus, PricingError, RequestedLine, TransitionError,
+    self, CancellationReason, Order, OrderStatus, PricingError, Reaction, RequestedLine, SagaEvent, TransitionError,
 };
-use crate::store::{OrderFilter, OrderStore, TimelineEntry};
+use crate::store::{InboxKey, OrderFilter, OrderStore, TimelineEntry};
 
 /// An order as the customer asked for it, validated in shape at the edge.
 #[derive(Debug, Clone)]
@@ -76,6 +77,8 @@ pub struct OrdersService {
     store: Arc<dyn OrderStore>,
     clock: Arc<dyn Clock>,
     ids: Arc<dyn IdGen>,
+    /// Every committed status change, for whoever waits on one.
+    changes: broadcast::Sender<(OrderId, OrderStatus)>,
 }
 
 /// How often a transition is retried when another one won the race.
@@ -83,7 +86,130 @@ const TRANSITION_ATTEMPTS: usize = 5;
 
 impl OrdersService {
     pub fn new(store: Arc<dyn OrderStore>, clock: Arc<dyn Clock>, ids: Arc<dyn IdGen>) -> Self {
-        Self { store, clock, ids }
+        let (changes, _) = broadcast::channel(4096);
+        Self {
+            store,
+            clock,
+            ids,
+            changes,
+        }
+    }
+
+    /// Status changes from now on (after they are committed).
+    pub fn subscribe(&self) -> broadcast::Receiver<(OrderId, OrderStatus)> {
+        self.changes.subscribe()
+    }
+
+    fn announce(&self, order: &Order) {
+        // Nobody listening is fine.
+        let _ = self.changes.send((order.id, order.status));
+    }
+
+    /// Waits until `order` leaves `pending` (the saga's first decision) or
+    /// `limit` passes; returns the order as it then stands.
+    pub async fn wait_for_decision(
+        &self,
+        mut changes: broadcast::Receiver<(OrderId, OrderStatus)>,
+        order: OrderId,
+        limit: std::time::Duration,
+    ) -> Result<Order, OrderError> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let current = self.store.get(order).await?;
+            if current.status != OrderStatus::Pending {
+                return Ok(current);
+            }
+            loop {
+                match tokio::time::timeout_at(deadline, changes.recv()).await {
+                    Err(_) => return Ok(self.store.get(order).await?),
+                    Ok(Ok((id, status))) if id == order && status != OrderStatus::Pending => {
+                        return Ok(self.store.get(order).await?);
+                    }
+                    Ok(Ok(_)) => continue,
+                    // Missed some: look at the order itself again.
+                    Ok(Err(broadcast::error::RecvError::Lagged(_))) => break,
+                    Ok(Err(broadcast::error::RecvError::Closed)) => return Ok(self.store.get(order).await?),
+                }
+            }
+        }
+    }
+
+    /// Applies an event of another service to its order, as the saga's
+    /// rules say. `NotYet` comes back as an error so the bus retries.
+    pub async fn apply_saga_event(&self, cause: &Envelope, saga: SagaEvent, inbox: InboxKey) -> Result<(), OrderError> {
+        let id = OrderId::parse(&cause.subject)
+            .map_err(|_| OrderError::Other(anyhow::anyhow!("{} is not about an order", cause.id)))?;
+        for _ in 0..TRANSITION_ATTEMPTS {
+            let order = match self.store.get(id).await {
+                Ok(order) => order,
+                Err(StoreError::NotFound) => {
+                    return Err(OrderError::Other(anyhow::anyhow!("order {id} is not known (yet)")));
+                }
+                Err(err) => return Err(err.into()),
+            };
+            let (next, reason) = match domain::react(order.status, saga) {
+                Reaction::Ignore => return Ok(()),
+                Reaction::NotYet => {
+                    return Err(OrderError::Other(anyhow::anyhow!(
+                        "{} arrived while order {id} is {}: waiting for the event before it",
+                        cause.event_type,
+                        order.status
+                    )));
+                }
+                Reaction::Transition(next, reason) => (next, reason),
+            };
+            let changed = order.transition(next, reason, self.clock.now())?;
+            let event = self.event_for(&order, &changed, &EventContext::caused_by(cause))?;
+            match self
+                .store
+                .save_transition(changed.clone(), order.version, vec![event], Some(inbox.clone()))
+                .await
+            {
+                Ok(_) => {
+                    self.announce(&changed);
+                    return Ok(());
+                }
+                Err(StoreError::Conflict(_)) => continue,
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Err(OrderError::Other(anyhow::anyhow!("order {id} kept changing")))
+    }
+
+    /// The event announcing `after`, the order that `before` became.
+    fn event_for(&self, before: &Order, after: &Order, context: &EventContext) -> Result<Envelope, OrderError> {
+        let (id, time, subject, seq) = (self.event_id(), after.updated_at, after.id.to_string(), Some(after.version));
+        let envelope = match after.status {
+            OrderStatus::Confirmed => Envelope::new(id, time, subject, seq, context, &OrderConfirmed {
+                order_id: after.id,
+                customer_id: after.customer_id,
+                total: after.total,
+                currency: after.currency,
+                payment_token: after.payment_token.clone(),
+            }),
+            OrderStatus::Paid => Envelope::new(id, time, subject, seq, context, &OrderPaid {
+                order_id: after.id,
+                customer_id: after.customer_id,
+                items: after.lines(),
+                shipping_address: after.shipping_address.clone(),
+                total: after.total,
+                currency: after.currency,
+            }),
+            OrderStatus::Shipped => Envelope::new(id, time, subject, seq, context, &OrderShipped {
+                order_id: after.id,
+                items: after.lines(),
+            }),
+            OrderStatus::Delivered => Envelope::new(id, time, subject, seq, context, &OrderDelivered { order_id: after.id }),
+            OrderStatus::Cancelled => Envelope::new(id, time, subject, seq, context, &OrderCancelled {
+                order_id: after.id,
+                reason: after.cancellation_reason.clone().unwrap_or_default(),
+                from_status: before.status.as_str().to_owned(),
+            }),
+            OrderStatus::Pending => {
+                return Err(OrderError::Other(anyhow::anyhow!("no order becomes pending again")));
+            }
+        };
+        Ok(envelope.map_err(anyhow::Error::from)?.with_actor("system:orders"))
     }
 
     pub fn store(&self) -> &Arc<dyn OrderStore> {
@@ -270,7 +396,10 @@ impl OrdersService {
                 .save_transition(cancelled.clone(), order.version, vec![event], None)
                 .await
             {
-                Ok(_) => return Ok(cancelled),
+                Ok(_) => {
+                    self.announce(&cancelled);
+                    return Ok(cancelled);
+                }
                 // Another transition got there first: look again.
                 Err(StoreError::Conflict(_)) => continue,
                 Err(err) => return Err(err.into()),

@@ -20,7 +20,7 @@ use ordo_http::auth::{Authenticator, require_auth};
 use ordo_http::idempotency::{Idempotency, idempotency};
 use ordo_http::metrics::{HttpMetrics, track};
 use ordo_http::request::{BODY_LIMIT, request_id, timeout};
-use ordo_inventory::InventoryState;
+use ordo_inventory::{InventoryService, InventoryState};
 use ordo_kernel::{Clock, IdGen, SystemClock, UlidGen};
 use ordo_orders::{OrdersService, OrdersState};
 use prometheus_client::registry::Registry;
@@ -83,7 +83,8 @@ pub struct App {
     stores: Stores,
     bus: LocalBus,
     outboxes: Vec<Arc<dyn OutboxStore>>,
-    idempotency: Idempotency,
+    idempotency: Vec<Idempotency>,
+    inventory: Arc<InventoryService>,
     stop: CancellationToken,
     demo_credentials: Option<DemoCredentials>,
 }
@@ -122,21 +123,27 @@ impl AppBuilder {
             )
             .await?,
         );
+        let inventory = Arc::new(InventoryService::new(
+            stores.products.clone(),
+            stores.stock.clone(),
+            clock.clone(),
+            ids.clone(),
+            config.reservation_ttl,
+        ));
         let demo_credentials = if config.demo {
-            demo::first_start(
-                &stores,
-                &auth,
-                &config.data_dir,
-                clock.as_ref(),
-                ids.as_ref(),
-            )
-            .await?
+            demo::first_start(&stores, &auth, &inventory, &config.data_dir).await?
         } else {
             None
         };
 
         let stop = CancellationToken::new();
-        let mut consumers = ordo_orders::reactions::consumers(stores.orders.clone());
+        let orders = Arc::new(OrdersService::new(
+            stores.orders.clone(),
+            clock.clone(),
+            ids.clone(),
+        ));
+        let mut consumers = ordo_orders::reactions::consumers(orders.clone());
+        consumers.extend(ordo_inventory::consumers(inventory.clone()));
         consumers.extend(extra_consumers);
         let policy = RetryPolicy {
             max_attempts: config.bus_max_attempts,
@@ -149,12 +156,9 @@ impl AppBuilder {
             stores.inventory_outbox.clone(),
         ];
 
-        let orders = Arc::new(OrdersService::new(
-            stores.orders.clone(),
-            clock.clone(),
-            ids.clone(),
-        ));
         let idempotency = Idempotency::new(stores.orders_idempotency.clone(), clock.clone());
+        let inventory_idempotency =
+            Idempotency::new(stores.inventory_idempotency.clone(), clock.clone());
         let authenticator = Authenticator::new(
             auth.jwt(),
             Arc::new(StoreDirectory(stores.clients.clone())),
@@ -180,14 +184,19 @@ impl AppBuilder {
         };
         let orders_state = OrdersState { service: orders };
 
+        let inventory_state = InventoryState {
+            products: stores.products.clone(),
+            service: inventory.clone(),
+        };
         let creating = ordo_orders::create_router(orders_state.clone())
             .layer(from_fn_with_state(idempotency.clone(), idempotency_layer));
+        let creating_products = ordo_inventory::create_router(inventory_state.clone())
+            .layer(from_fn_with_state(inventory_idempotency.clone(), idempotency_layer));
         let authenticated = OpenApiRouter::new()
             .merge(ordo_orders::router(orders_state))
             .merge(creating)
-            .merge(ordo_inventory::router(InventoryState {
-                products: stores.products.clone(),
-            }))
+            .merge(creating_products)
+            .merge(ordo_inventory::router(inventory_state))
             .merge(ordo_auth::admin_router(auth_state.clone()))
             .merge(ops::admin_router(ops_state.clone()))
             .layer(from_fn_with_state(authenticator, require_auth));
@@ -237,7 +246,8 @@ impl AppBuilder {
             stores,
             bus,
             outboxes,
-            idempotency,
+            idempotency: vec![idempotency, inventory_idempotency],
+            inventory,
             stop,
             demo_credentials,
         })
@@ -300,6 +310,7 @@ impl App {
             bus,
             outboxes,
             idempotency,
+            inventory,
             stop,
             demo_credentials: _,
         } = self;
@@ -309,6 +320,7 @@ impl App {
             .collect();
         let replayer = tokio::spawn(bus.clone().run_replayer(config.dlq_poll_interval));
         let purger = tokio::spawn(purge_idempotency_keys(idempotency, stop.clone()));
+        let expiry = tokio::spawn(inventory.run_expiry(stop.clone()));
 
         info!(listen = %listener.local_addr()?, "ordo is serving");
         let served = axum::serve(listener, router.into_make_service())
@@ -317,7 +329,7 @@ impl App {
         info!("no longer accepting requests; draining the outbox");
         futures::future::join_all(relays.into_iter().map(|r| r.drain())).await;
         stop.cancel();
-        for task in [replayer, purger] {
+        for task in [replayer, purger, expiry] {
             if let Err(err) = task.await {
                 warn!(error = %err, "background task ended abnormally");
             }
@@ -332,18 +344,16 @@ impl App {
 }
 
 /// Deletes idempotency keys past their retention, hourly.
-async fn purge_idempotency_keys(idempotency: Idempotency, stop: CancellationToken) {
-    let retention =
-        chrono::Duration::from_std(idempotency.retention()).unwrap_or(chrono::Duration::days(1));
+async fn purge_idempotency_keys(layers: Vec<Idempotency>, stop: CancellationToken) {
     loop {
-        match idempotency
-            .store()
-            .purge(chrono::Utc::now() - retention)
-            .await
-        {
-            Ok(0) => {}
-            Ok(n) => info!(purged = n, "expired idempotency keys deleted"),
-            Err(err) => warn!(error = %err, "could not purge idempotency keys"),
+        for idempotency in &layers {
+            let retention = chrono::Duration::from_std(idempotency.retention())
+                .unwrap_or(chrono::Duration::days(1));
+            match idempotency.store().purge(chrono::Utc::now() - retention).await {
+                Ok(0) => {}
+                Ok(n) => info!(purged = n, "expired idempotency keys deleted"),
+                Err(err) => warn!(error = %err, "could not purge idempotency keys"),
+            }
         }
         tokio::select! {
             () = stop.cancelled() => return,

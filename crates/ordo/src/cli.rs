@@ -54,6 +54,9 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "ORDO_DEMO", hide = true,
         value_parser = clap::builder::BoolishValueParser::new())]
     pub demo: Option<bool>,
+    /// How long stock is held for an unpaid order (`30m`, `5s`).
+    #[arg(long, global = true, env = "ORDO_RESERVATION_TTL")]
+    pub reservation_ttl: Option<String>,
     #[arg(long, global = true, env = "ORDO_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormatArg>,
 }
@@ -144,6 +147,7 @@ impl Cli {
                 courier_sim: g.courier_sim.clone(),
                 demo: if g.no_demo { Some(false) } else { g.demo },
                 services,
+                reservation_ttl: g.reservation_ttl.clone(),
                 log_format: g.log_format.map(|f| match f {
                     LogFormatArg::Json => LogFormat::Json,
                     LogFormatArg::Pretty => LogFormat::Pretty,

@@ -117,6 +117,8 @@ pub struct Config {
     pub bus_retry_max: Duration,
     pub dlq_poll_interval: Duration,
     pub shutdown_grace: Duration,
+    /// How long stock is held for an order that is not paid yet.
+    pub reservation_ttl: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,6 +151,7 @@ impl Config {
             bus_retry_max: Duration::from_secs(30),
             dlq_poll_interval: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(10),
+            reservation_ttl: Duration::from_secs(30 * 60),
         }
     }
 }
@@ -180,6 +183,7 @@ pub struct FileConfig {
     pub bus_retry_max: Option<String>,
     pub dlq_poll_interval: Option<String>,
     pub shutdown_grace: Option<String>,
+    pub reservation_ttl: Option<String>,
 }
 
 impl FileConfig {
@@ -206,6 +210,7 @@ pub struct Overrides {
     pub demo: Option<bool>,
     pub services: Option<Vec<String>>,
     pub log_format: Option<LogFormat>,
+    pub reservation_ttl: Option<String>,
 }
 
 fn duration_or(value: Option<String>, default: Duration, key: &str) -> anyhow::Result<Duration> {
@@ -272,6 +277,11 @@ impl Config {
                 "dlq-poll-interval",
             )?,
             shutdown_grace: duration_or(file.shutdown_grace, d.shutdown_grace, "shutdown-grace")?,
+            reservation_ttl: duration_or(
+                over.reservation_ttl.or(file.reservation_ttl),
+                d.reservation_ttl,
+                "reservation-ttl",
+            )?,
         };
         config.check_mode()?;
         Ok(config)

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use ordo_auth::AuthService;
 use ordo_http::Role;
-use ordo_kernel::{Clock, IdGen};
+use ordo_inventory::InventoryService;
 use serde::{Deserialize, Serialize};
 
 use crate::stores::Stores;
@@ -30,9 +30,8 @@ pub fn credentials_path(data_dir: &Path) -> PathBuf {
 pub async fn first_start(
     stores: &Stores,
     auth: &AuthService,
+    inventory: &InventoryService,
     data_dir: &Path,
-    clock: &dyn Clock,
-    ids: &dyn IdGen,
 ) -> anyhow::Result<Option<DemoCredentials>> {
     if stores.clients.count().await? > 0 {
         return Ok(None);
@@ -57,7 +56,7 @@ pub async fn first_start(
         .with_context(|| format!("writing {}", path.display()))?;
     if let Some(seller) = seller {
         let created =
-            ordo_inventory::demo::seed(stores.products.as_ref(), seller, clock, ids).await?;
+            ordo_inventory::demo::seed(inventory, seller).await?;
         tracing::info!(products = created, "demo catalog created");
     }
     Ok(Some(credentials))

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use ordo_auth::{ClientStore, SqliteClientStore};
 use ordo_bus::DeadLetterStore;
-use ordo_inventory::{ProductStore, SqliteProductStore};
+use ordo_inventory::{ProductStore, SqliteInventoryStore, StockStore};
 use ordo_orders::{OrderStore, SqliteOrderStore};
 use ordo_sqlite::{
     BUS_MIGRATIONS, Database, DatabaseOptions, SqliteDeadLetters, SqliteIdempotency, SqliteOutbox,
@@ -24,11 +24,13 @@ pub struct Stores {
     pub bus_db: Database,
     pub orders: Arc<dyn OrderStore>,
     pub products: Arc<dyn ProductStore>,
+    pub stock: Arc<dyn StockStore>,
     pub clients: Arc<dyn ClientStore>,
     pub dead_letters: Arc<dyn DeadLetterStore>,
     pub orders_outbox: Arc<SqliteOutbox>,
     pub inventory_outbox: Arc<SqliteOutbox>,
     pub orders_idempotency: Arc<SqliteIdempotency>,
+    pub inventory_idempotency: Arc<SqliteIdempotency>,
 }
 
 fn open(
@@ -53,14 +55,17 @@ impl Stores {
         let inventory_db = open("inventory", dir, &ordo_inventory::MIGRATIONS)?;
         let auth_db = open("auth", dir, &[ordo_auth::MIGRATIONS])?;
         let bus_db = open("bus", dir, &[BUS_MIGRATIONS])?;
+        let inventory = Arc::new(SqliteInventoryStore::new(inventory_db.clone()));
         Ok(Self {
             orders: Arc::new(SqliteOrderStore::new(orders_db.clone())),
-            products: Arc::new(SqliteProductStore::new(inventory_db.clone())),
+            products: inventory.clone(),
+            stock: inventory,
             clients: Arc::new(SqliteClientStore::new(auth_db.clone())),
             dead_letters: Arc::new(SqliteDeadLetters::new(bus_db.clone())),
             orders_outbox: Arc::new(SqliteOutbox::new("orders", orders_db.clone())),
             inventory_outbox: Arc::new(SqliteOutbox::new("inventory", inventory_db.clone())),
             orders_idempotency: Arc::new(SqliteIdempotency::new(orders_db.clone())),
+            inventory_idempotency: Arc::new(SqliteIdempotency::new(inventory_db.clone())),
             orders_db,
             inventory_db,
             auth_db,
