@@ -296,6 +296,17 @@ impl App {
         &self.stores
     }
 
+    /// The invariant checker over this application's stores.
+    pub fn checker(&self) -> ordo_invariants::Checker {
+        ordo_invariants::Checker {
+            orders: self.stores.orders.clone(),
+            orders_outbox: self.stores.orders_outbox.clone(),
+            stock: self.stores.stock.clone(),
+            payments: None,
+            shipments: None,
+        }
+    }
+
     /// Serves until `shutdown` resolves, then stops accepting, finishes the
     /// requests in flight, drains the outbox relays and stops the bus.
     pub async fn run(

@@ -20,6 +20,7 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub data_dir: TempDir,
     pub credentials: DemoCredentials,
+    pub checker: ordo_invariants::Checker,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -48,6 +49,7 @@ impl TestApp {
         configure(&mut config);
         let app = customize(App::builder(config)).build().await.unwrap();
         let base = format!("http://{}", app.local_addr().unwrap());
+        let checker = app.checker();
         let credentials = app
             .demo_credentials()
             .cloned()
@@ -61,6 +63,7 @@ impl TestApp {
             http: reqwest::Client::new(),
             data_dir,
             credentials,
+            checker,
             shutdown: Some(tx),
             task: Some(task),
         };
@@ -96,6 +99,54 @@ impl TestApp {
             .filter(|l| l.starts_with("http_requests_total{") && l.contains("status=\"5"))
             .collect();
         assert!(failures.is_empty(), "server errors: {failures:?}");
+    }
+
+    /// Waits for the bus to be quiet, then asserts DESIGN.md's invariants.
+    pub async fn assert_invariants(&self, may_wait_in: &[ordo_orders::domain::OrderStatus]) {
+        self.wait_for_quiet_bus().await;
+        let violations = self
+            .checker
+            .check(&ordo_invariants::Expectations {
+                may_wait_in: may_wait_in.to_vec(),
+            })
+            .await
+            .unwrap();
+        assert!(violations.is_empty(), "{} violations: {violations:#?}", violations.len());
+    }
+
+    /// A product of a new seller with `stock` units; (seller token, id).
+    pub async fn product_with_stock(&self, stock: i64, price: &str) -> (String, String) {
+        let (_, seller) = self.new_client("seller").await;
+        let sku = format!("SKU-{}", ulid_like());
+        let response = self
+            .post_json(
+                &seller,
+                "/v1/products",
+                &json!({"sku": sku, "name": "Limited edition", "price": price, "currency": "EUR",
+                        "initial_stock": stock}),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let product: Value = response.json().await.unwrap();
+        let id = product["id"].as_str().unwrap().to_owned();
+        self.wait_for_quiet_bus().await;
+        (seller, id)
+    }
+
+    /// Polls the order until its status is `status`.
+    pub async fn wait_for_status(&self, token: &str, order_id: &str, status: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let last: Value = self.get(token, &format!("/v1/orders/{order_id}")).await.json().await.unwrap();
+            if last["status"] == status {
+                return last;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "order {order_id} never became {status}: {last}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -224,6 +275,12 @@ impl TestApp {
             .unwrap();
         body["items"].as_array().unwrap().clone()
     }
+}
+
+fn ulid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
 }
 
 pub fn order_body(product_id: &str, quantity: i64) -> Value {
