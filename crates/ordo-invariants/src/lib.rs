@@ -36,7 +36,11 @@ pub struct Violation {
 
 impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invariant {} broken for {}: {}", self.invariant, self.subject, self.detail)
+        write!(
+            f,
+            "invariant {} broken for {}: {}",
+            self.invariant, self.subject, self.detail
+        )
     }
 }
 
@@ -126,21 +130,33 @@ impl Checker {
         // 2. Final, or waiting on someone named.
         for o in &orders {
             if !o.status.is_final() && !expect.may_wait_in.contains(&o.status) {
-                v(2, o.id.to_string(), format!("rests in {} with nobody to move it", o.status));
+                v(
+                    2,
+                    o.id.to_string(),
+                    format!("rests in {} with nobody to move it", o.status),
+                );
             }
         }
 
         // 3. Stock balances.
         for (product, level) in self.stock.levels().await? {
             if !level.balanced() {
-                v(3, product.to_string(), format!("unbalanced stock {level:?}"));
+                v(
+                    3,
+                    product.to_string(),
+                    format!("unbalanced stock {level:?}"),
+                );
             }
         }
 
         // 4. Money.
         if let Some(payments) = &self.payments {
-            let ledger: HashMap<OrderId, OrderMoney> =
-                payments.ledger().await?.into_iter().map(|m| (m.order_id, m)).collect();
+            let ledger: HashMap<OrderId, OrderMoney> = payments
+                .ledger()
+                .await?
+                .into_iter()
+                .map(|m| (m.order_id, m))
+                .collect();
             for o in &orders {
                 let money = ledger.get(&o.id);
                 let net = money.map(|m| m.captured - m.refunded).unwrap_or_default();
@@ -150,15 +166,27 @@ impl Checker {
                 }
                 match o.status {
                     OrderStatus::Delivered if net != o.total => {
-                        v(4, o.id.to_string(), format!("delivered with {net} kept of a {} total", o.total));
+                        v(
+                            4,
+                            o.id.to_string(),
+                            format!("delivered with {net} kept of a {} total", o.total),
+                        );
                     }
                     OrderStatus::Cancelled if !net.is_zero() => {
-                        v(4, o.id.to_string(), format!("cancelled with {net} still kept"));
+                        v(
+                            4,
+                            o.id.to_string(),
+                            format!("cancelled with {net} still kept"),
+                        );
                     }
                     _ => {}
                 }
                 if money.is_some_and(|m| m.refunded > m.captured) {
-                    v(4, o.id.to_string(), "refunded more than captured".to_owned());
+                    v(
+                        4,
+                        o.id.to_string(),
+                        "refunded more than captured".to_owned(),
+                    );
                 }
             }
         }
@@ -172,19 +200,35 @@ impl Checker {
             .map(|r| (r.order_id, r.status))
             .collect();
         let shipments: HashMap<OrderId, String> = match &self.shipments {
-            Some(s) => s.shipments().await?.into_iter().map(|s| (s.order_id, s.status)).collect(),
+            Some(s) => s
+                .shipments()
+                .await?
+                .into_iter()
+                .map(|s| (s.order_id, s.status))
+                .collect(),
             None => HashMap::new(),
         };
         for o in orders.iter().filter(|o| o.status == OrderStatus::Cancelled) {
             if let Some(status) = reservations.get(&o.id)
-                && !matches!(status, ReservationStatus::Released | ReservationStatus::Failed)
+                && !matches!(
+                    status,
+                    ReservationStatus::Released | ReservationStatus::Failed
+                )
             {
-                v(5, o.id.to_string(), format!("cancelled but its reservation is {}", status.as_str()));
+                v(
+                    5,
+                    o.id.to_string(),
+                    format!("cancelled but its reservation is {}", status.as_str()),
+                );
             }
             if let Some(status) = shipments.get(&o.id)
                 && status != "cancelled"
             {
-                v(5, o.id.to_string(), format!("cancelled but its shipment is {status}"));
+                v(
+                    5,
+                    o.id.to_string(),
+                    format!("cancelled but its shipment is {status}"),
+                );
             }
         }
 
@@ -198,17 +242,31 @@ impl Checker {
             let mut ids = HashSet::new();
             for e in &timeline {
                 if !ids.insert(e.event_id.clone()) {
-                    v(6, o.id.to_string(), format!("event {} appears twice", e.event_id));
+                    v(
+                        6,
+                        o.id.to_string(),
+                        format!("event {} appears twice", e.event_id),
+                    );
                 }
             }
-            let published = self.orders_outbox.events_for_subject(&o.id.to_string()).await?;
+            let published = self
+                .orders_outbox
+                .events_for_subject(&o.id.to_string())
+                .await?;
             for event in &published {
                 if !ids.contains(&event.id.to_string()) {
-                    v(6, o.id.to_string(), format!("{} {} is missing", event.name(), event.id));
+                    v(
+                        6,
+                        o.id.to_string(),
+                        format!("{} {} is missing", event.name(), event.id),
+                    );
                 }
             }
             let mut status: Option<OrderStatus> = None;
-            for e in timeline.iter().filter(|e| e.event_type.starts_with("order.")) {
+            for e in timeline
+                .iter()
+                .filter(|e| e.event_type.starts_with("order."))
+            {
                 let next = match e.event_type.as_str() {
                     "order.created" => OrderStatus::Pending,
                     "order.confirmed" => OrderStatus::Confirmed,
@@ -229,7 +287,11 @@ impl Checker {
                     v(
                         6,
                         o.id.to_string(),
-                        format!("{} after {}", e.event_type, status.map_or("nothing", |s| s.as_str())),
+                        format!(
+                            "{} after {}",
+                            e.event_type,
+                            status.map_or("nothing", |s| s.as_str())
+                        ),
                     );
                 }
                 status = Some(next);
@@ -238,7 +300,11 @@ impl Checker {
                 v(
                     6,
                     o.id.to_string(),
-                    format!("the timeline ends in {:?} but the order is {}", status.map(|s| s.as_str()), o.status),
+                    format!(
+                        "the timeline ends in {:?} but the order is {}",
+                        status.map(|s| s.as_str()),
+                        o.status
+                    ),
                 );
             }
         }

@@ -57,7 +57,11 @@ pub const DEMO_STOCK: i64 = 100;
 /// events and an initial stock, unless the catalog already has products.
 /// Returns how many were created.
 pub async fn seed(service: &InventoryService, seller: ClientId) -> anyhow::Result<usize> {
-    let (store, clock, ids) = (service.products(), service.clock().as_ref(), service.ids().as_ref());
+    let (store, clock, ids) = (
+        service.products(),
+        service.clock().as_ref(),
+        service.ids().as_ref(),
+    );
     if store.count().await? > 0 {
         return Ok(0);
     }
@@ -94,7 +98,9 @@ pub async fn seed(service: &InventoryService, seller: ClientId) -> anyhow::Resul
     let ids_created: Vec<ProductId> = products.iter().map(|(p, _)| p.id).collect();
     store.insert_all(products).await?;
     for id in ids_created {
-        service.adjust(id, DEMO_STOCK, "initial", "system:demo").await?;
+        service
+            .adjust(id, DEMO_STOCK, "initial", "system:demo")
+            .await?;
     }
     Ok(created)
 }

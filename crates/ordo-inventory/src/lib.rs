@@ -14,5 +14,6 @@ mod store;
 pub use routes::{InventoryState, create_router, router};
 pub use service::{InventoryService, consumers};
 pub use store::{
-    Adjustment, Applied, Decide, InboxKey, MIGRATIONS, ProductStore, SqliteInventoryStore, StockStore,
+    Adjustment, Applied, Decide, InboxKey, MIGRATIONS, ProductStore, SqliteInventoryStore,
+    StockStore,
 };

@@ -1,9 +1,9 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use chrono::{DateTime, Utc};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
 use ordo_bus::EventContext;
 use ordo_http::{ApiError, FieldError, Json, Principal, Query, RequestId, Role};
 use ordo_kernel::{ClientId, Currency, OrderId, ProductId, StoreError};
@@ -154,7 +154,11 @@ fn not_found() -> ApiError {
 }
 
 /// The product, if the caller may change it: its seller or an admin.
-async fn owned(state: &InventoryState, principal: &Principal, id: &str) -> Result<Product, ApiError> {
+async fn owned(
+    state: &InventoryState,
+    principal: &Principal,
+    id: &str,
+) -> Result<Product, ApiError> {
     principal.require(&[Role::Seller, Role::Admin])?;
     let id = ProductId::parse(id).map_err(|_| not_found())?;
     let product = state.products.get(id).await.map_err(|e| match e {
@@ -171,7 +175,10 @@ async fn owned(state: &InventoryState, principal: &Principal, id: &str) -> Resul
 fn price(errors: &mut Vec<FieldError>, value: &str, currency: Option<Currency>) -> Option<Decimal> {
     let parsed = value.trim().parse::<Decimal>().ok();
     let Some(amount) = parsed else {
-        errors.push(FieldError::new("price", "must be a decimal string such as \"9.99\""));
+        errors.push(FieldError::new(
+            "price",
+            "must be a decimal string such as \"9.99\"",
+        ));
         return None;
     };
     if let Some(currency) = currency
@@ -188,8 +195,12 @@ fn price(errors: &mut Vec<FieldError>, value: &str, currency: Option<Currency>) 
 }
 
 fn check_text(errors: &mut Vec<FieldError>, field: &str, value: &str, max: usize) {
-    if value.trim().is_empty() || value.chars().count() > max || value.chars().any(char::is_control) {
-        errors.push(FieldError::new(field, format!("must be 1 to {max} printable characters")));
+    if value.trim().is_empty() || value.chars().count() > max || value.chars().any(char::is_control)
+    {
+        errors.push(FieldError::new(
+            field,
+            format!("must be 1 to {max} printable characters"),
+        ));
     }
 }
 
@@ -235,7 +246,10 @@ async fn create_product(
     }
     let initial = body.initial_stock.unwrap_or(0);
     if !(0..=1_000_000_000).contains(&initial) {
-        errors.push(FieldError::new("initial_stock", "must be from 0 to 1000000000"));
+        errors.push(FieldError::new(
+            "initial_stock",
+            "must be from 0 to 1000000000",
+        ));
     }
     let (Some(currency), Some(amount), true) = (currency, amount, errors.is_empty()) else {
         return Err(ApiError::validation(errors));
@@ -256,22 +270,36 @@ async fn create_product(
         available: 0,
     };
     let context = EventContext::from_request(request_id);
-    let mut product = state.service.create_product(product, &context).await.map_err(|e| match e {
-        StoreError::Conflict(_) => ApiError::Conflict {
-            slug: "sku-taken",
-            detail: "a product with this sku exists".to_owned(),
-        },
-        other => other.into(),
-    })?;
+    let mut product = state
+        .service
+        .create_product(product, &context)
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict(_) => ApiError::Conflict {
+                slug: "sku-taken",
+                detail: "a product with this sku exists".to_owned(),
+            },
+            other => other.into(),
+        })?;
     if initial > 0 {
         product.available = state
             .service
-            .adjust(product.id, initial, "initial", &principal.client_id.to_string())
+            .adjust(
+                product.id,
+                initial,
+                "initial",
+                &principal.client_id.to_string(),
+            )
             .await?
             .available;
     }
     let location = format!("/v1/products/{}", product.id);
-    Ok((StatusCode::CREATED, [(header::LOCATION, location)], axum::Json(ProductView::from(product))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        axum::Json(ProductView::from(product)),
+    )
+        .into_response())
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -322,13 +350,17 @@ async fn update_product(
         return Err(ApiError::validation(errors));
     }
     let context = EventContext::from_request(request_id);
-    let product = state.service.update_product(product, &context).await.map_err(|e| match e {
-        StoreError::Conflict(_) => ApiError::Conflict {
-            slug: "concurrent-change",
-            detail: "the product changed meanwhile; read it again".to_owned(),
-        },
-        other => other.into(),
-    })?;
+    let product = state
+        .service
+        .update_product(product, &context)
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict(_) => ApiError::Conflict {
+                slug: "concurrent-change",
+                detail: "the product changed meanwhile; read it again".to_owned(),
+            },
+            other => other.into(),
+        })?;
     let fresh = state.products.get(product.id).await?;
     Ok(axum::Json(fresh.into()))
 }
@@ -375,19 +407,30 @@ async fn adjust_stock(
     let product = owned(&state, &principal, &id).await?;
     let mut errors = Vec::new();
     if body.delta == 0 || body.delta.abs() > 1_000_000_000 {
-        errors.push(FieldError::new("delta", "must be a non-zero whole number within ±1000000000"));
+        errors.push(FieldError::new(
+            "delta",
+            "must be a non-zero whole number within ±1000000000",
+        ));
     }
     if !matches!(body.reason.as_str(), "restock" | "correction") {
         errors.push(FieldError::new("reason", "must be restock or correction"));
     } else if body.reason == "restock" && body.delta < 0 {
-        errors.push(FieldError::new("delta", "a restock adds units; use a correction to remove them"));
+        errors.push(FieldError::new(
+            "delta",
+            "a restock adds units; use a correction to remove them",
+        ));
     }
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
     let level = state
         .service
-        .adjust(product.id, body.delta, &body.reason, &principal.client_id.to_string())
+        .adjust(
+            product.id,
+            body.delta,
+            &body.reason,
+            &principal.client_id.to_string(),
+        )
         .await
         .map_err(|e| match e {
             StoreError::Conflict(detail) => ApiError::Conflict {
@@ -446,6 +489,11 @@ async fn get_reservation(
     principal.require(&[Role::Admin])?;
     let missing = || ApiError::not_found("no reservation for this order");
     let order = OrderId::parse(&id).map_err(|_| missing())?;
-    let reservation = state.service.stock().reservation(order).await?.ok_or_else(missing)?;
+    let reservation = state
+        .service
+        .stock()
+        .reservation(order)
+        .await?
+        .ok_or_else(missing)?;
     Ok(axum::Json(reservation.into()))
 }

@@ -72,7 +72,13 @@ impl InventoryService {
     }
 
     /// Adds (or, negative, removes) available units, with a reason.
-    pub async fn adjust(&self, product: ProductId, delta: i64, reason: &str, actor: &str) -> Result<StockLevel, StoreError> {
+    pub async fn adjust(
+        &self,
+        product: ProductId,
+        delta: i64,
+        reason: &str,
+        actor: &str,
+    ) -> Result<StockLevel, StoreError> {
         self.stock
             .adjust(Adjustment {
                 movement_id: format!("mov_{}", self.ids.ulid()),
@@ -86,19 +92,31 @@ impl InventoryService {
     }
 
     /// Creates a product with its `product.upserted`.
-    pub async fn create_product(&self, product: Product, context: &EventContext) -> Result<Product, StoreError> {
+    pub async fn create_product(
+        &self,
+        product: Product,
+        context: &EventContext,
+    ) -> Result<Product, StoreError> {
         let event = self.upserted(&product, context)?;
-        self.products.insert_all(vec![(product.clone(), event)]).await?;
+        self.products
+            .insert_all(vec![(product.clone(), event)])
+            .await?;
         Ok(product)
     }
 
     /// Saves a changed product (version bumped here) with its event.
-    pub async fn update_product(&self, mut product: Product, context: &EventContext) -> Result<Product, StoreError> {
+    pub async fn update_product(
+        &self,
+        mut product: Product,
+        context: &EventContext,
+    ) -> Result<Product, StoreError> {
         let expected = product.version;
         product.version += 1;
         product.updated_at = self.clock.now();
         let event = self.upserted(&product, context)?;
-        self.products.update(product.clone(), expected, event).await?;
+        self.products
+            .update(product.clone(), expected, event)
+            .await?;
         Ok(product)
     }
 
@@ -127,14 +145,17 @@ impl InventoryService {
             .collect();
         let products = lines.iter().map(|l| l.product_id).collect();
         let stamp = self.stamp(EventContext::caused_by(event));
-        let expires_at = stamp.time + chrono::Duration::from_std(self.reservation_ttl).unwrap_or(chrono::Duration::MAX);
+        let expires_at = stamp.time
+            + chrono::Duration::from_std(self.reservation_ttl).unwrap_or(chrono::Duration::MAX);
         let order = created.order_id;
         self.stock
             .decide(
                 order,
                 products,
                 Some(inbox),
-                Box::new(move |snapshot| stock::decide_reserve(order, &lines, snapshot, expires_at, &stamp)),
+                Box::new(move |snapshot| {
+                    stock::decide_reserve(order, &lines, snapshot, expires_at, &stamp)
+                }),
             )
             .await?;
         self.new_hold.notify_one();
@@ -144,7 +165,12 @@ impl InventoryService {
     async fn on_paid(&self, event: &Envelope, inbox: InboxKey) -> Result<(), HandlerError> {
         let paid = event.decode::<OrderPaid>()?;
         self.stock
-            .decide(paid.order_id, Vec::new(), Some(inbox), Box::new(|s| stock::decide_allocate(s)))
+            .decide(
+                paid.order_id,
+                Vec::new(),
+                Some(inbox),
+                Box::new(stock::decide_allocate),
+            )
             .await?;
         Ok(())
     }
@@ -154,7 +180,12 @@ impl InventoryService {
         let order = shipped.order_id;
         let stamp = self.stamp(EventContext::caused_by(event));
         self.stock
-            .decide(order, Vec::new(), Some(inbox), Box::new(move |s| stock::decide_commit(order, s, &stamp)))
+            .decide(
+                order,
+                Vec::new(),
+                Some(inbox),
+                Box::new(move |s| stock::decide_commit(order, s, &stamp)),
+            )
             .await?;
         Ok(())
     }
@@ -204,7 +235,12 @@ impl InventoryService {
             for order in due {
                 let stamp = self.stamp(EventContext::from_request(format!("expiry-{order}")));
                 self.stock
-                    .decide(order, Vec::new(), None, Box::new(move |s| stock::decide_release(order, "expired", s, &stamp)))
+                    .decide(
+                        order,
+                        Vec::new(),
+                        None,
+                        Box::new(move |s| stock::decide_release(order, "expired", s, &stamp)),
+                    )
                     .await?;
                 released += 1;
                 info!(order_id = %order, "reservation expired");
@@ -248,7 +284,12 @@ impl Handler for OrdersHandler {
 pub fn consumers(service: Arc<InventoryService>) -> Vec<Consumer> {
     vec![Consumer::new(
         CONSUMER,
-        &[OrderCreated::TYPE, OrderPaid::TYPE, OrderShipped::TYPE, OrderCancelled::TYPE],
+        &[
+            OrderCreated::TYPE,
+            OrderPaid::TYPE,
+            OrderShipped::TYPE,
+            OrderCancelled::TYPE,
+        ],
         Arc::new(OrdersHandler(service)),
     )]
 }

@@ -10,7 +10,9 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use ordo_bus::{Envelope, EventContext, EventPayload};
-use ordo_events::{InventoryCommitted, InventoryReleased, InventoryReservationFailed, InventoryReserved, StockLine};
+use ordo_events::{
+    InventoryCommitted, InventoryReleased, InventoryReservationFailed, InventoryReserved, StockLine,
+};
 use ordo_kernel::{EventId, OrderId, ProductId};
 
 /// The stock of one product, by bucket.
@@ -56,9 +58,15 @@ impl ReservationStatus {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Active, Self::Allocated, Self::Committed, Self::Released, Self::Failed]
-            .into_iter()
-            .find(|r| r.as_str() == s)
+        [
+            Self::Active,
+            Self::Allocated,
+            Self::Committed,
+            Self::Released,
+            Self::Failed,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
     }
 }
 
@@ -83,17 +91,26 @@ pub struct Snapshot {
 #[derive(Debug, Clone, PartialEq)]
 pub enum StockChange {
     /// available → reserved, for every line.
-    Reserve { lines: Vec<StockLine>, expires_at: DateTime<Utc> },
+    Reserve {
+        lines: Vec<StockLine>,
+        expires_at: DateTime<Utc>,
+    },
     /// Record that the order could not be served.
-    Fail { reason: String },
+    Fail {
+        reason: String,
+    },
     /// reserved → allocated: no expiry any more.
     Allocate,
     /// allocated → committed: the goods left.
     Commit,
     /// reserved or allocated → available.
-    Release { reason: String },
+    Release {
+        reason: String,
+    },
     /// Nothing held, but no later event may reserve for this order.
-    Tombstone { reason: String },
+    Tombstone {
+        reason: String,
+    },
     Nothing,
 }
 
@@ -128,9 +145,16 @@ pub struct EventStamp {
 impl EventStamp {
     fn envelope<E: EventPayload>(&self, order: OrderId, payload: &E) -> Envelope {
         // The payloads are plain data: serialising them cannot fail.
-        Envelope::new(self.id, self.time, order.to_string(), None, &self.context, payload)
-            .map(|e| e.with_actor(self.actor.clone()))
-            .unwrap_or_else(|err| unreachable!("event payloads serialise: {err}"))
+        Envelope::new(
+            self.id,
+            self.time,
+            order.to_string(),
+            None,
+            &self.context,
+            payload,
+        )
+        .map(|e| e.with_actor(self.actor.clone()))
+        .unwrap_or_else(|err| unreachable!("event payloads serialise: {err}"))
     }
 }
 
@@ -174,7 +198,11 @@ pub fn decide_reserve(
             events: vec![event],
         };
     }
-    let reason = if unknown.is_empty() { "out_of_stock" } else { "unknown_product" };
+    let reason = if unknown.is_empty() {
+        "out_of_stock"
+    } else {
+        "unknown_product"
+    };
     let mut products = unknown;
     products.extend(short);
     products.sort();
@@ -208,22 +236,34 @@ pub fn decide_allocate(snapshot: &Snapshot) -> Decision {
 /// order.shipped: the goods left the warehouse.
 pub fn decide_commit(order: OrderId, snapshot: &Snapshot, stamp: &EventStamp) -> Decision {
     match &snapshot.reservation {
-        Some(r) if matches!(r.status, ReservationStatus::Allocated | ReservationStatus::Active) => Decision {
-            change: StockChange::Commit,
-            events: vec![stamp.envelope(
-                order,
-                &InventoryCommitted {
-                    order_id: order,
-                    lines: r.lines.clone(),
-                },
-            )],
-        },
+        Some(r)
+            if matches!(
+                r.status,
+                ReservationStatus::Allocated | ReservationStatus::Active
+            ) =>
+        {
+            Decision {
+                change: StockChange::Commit,
+                events: vec![stamp.envelope(
+                    order,
+                    &InventoryCommitted {
+                        order_id: order,
+                        lines: r.lines.clone(),
+                    },
+                )],
+            }
+        }
         _ => Decision::nothing(),
     }
 }
 
 /// order.cancelled, or the hold's time ran out (`reason` = `expired`).
-pub fn decide_release(order: OrderId, reason: &str, snapshot: &Snapshot, stamp: &EventStamp) -> Decision {
+pub fn decide_release(
+    order: OrderId,
+    reason: &str,
+    snapshot: &Snapshot,
+    stamp: &EventStamp,
+) -> Decision {
     match &snapshot.reservation {
         None => Decision {
             change: StockChange::Tombstone {
@@ -231,7 +271,12 @@ pub fn decide_release(order: OrderId, reason: &str, snapshot: &Snapshot, stamp: 
             },
             events: Vec::new(),
         },
-        Some(r) if matches!(r.status, ReservationStatus::Active | ReservationStatus::Allocated) => {
+        Some(r)
+            if matches!(
+                r.status,
+                ReservationStatus::Active | ReservationStatus::Allocated
+            ) =>
+        {
             if reason == "expired" && r.status != ReservationStatus::Active {
                 return Decision::nothing();
             }
@@ -255,7 +300,12 @@ pub fn decide_release(order: OrderId, reason: &str, snapshot: &Snapshot, stamp: 
 
 /// Moves units between buckets for a change of `reservation`'s lines;
 /// `None` when a bucket would go negative.
-pub fn apply_to_level(level: StockLevel, change: &StockChange, from: Option<ReservationStatus>, quantity: i64) -> Option<StockLevel> {
+pub fn apply_to_level(
+    level: StockLevel,
+    change: &StockChange,
+    from: Option<ReservationStatus>,
+    quantity: i64,
+) -> Option<StockLevel> {
     let mut l = level;
     match (change, from) {
         (StockChange::Reserve { .. }, _) => {
@@ -319,8 +369,14 @@ mod tests {
         let (a, b) = (product(), product());
         let order = OrderId::from_ulid(Ulid::new());
         let lines = vec![
-            StockLine { product_id: a, quantity: 2 },
-            StockLine { product_id: b, quantity: 5 },
+            StockLine {
+                product_id: a,
+                quantity: 2,
+            },
+            StockLine {
+                product_id: b,
+                quantity: 5,
+            },
         ];
         let mut snapshot = Snapshot::default();
         snapshot.stock.insert(a, level(2));
@@ -331,7 +387,12 @@ mod tests {
 
         snapshot.stock.insert(b, level(4));
         let d = decide_reserve(order, &lines, &snapshot, Utc::now(), &stamp());
-        assert_eq!(d.change, StockChange::Fail { reason: "out_of_stock".into() });
+        assert_eq!(
+            d.change,
+            StockChange::Fail {
+                reason: "out_of_stock".into()
+            }
+        );
         let failed: InventoryReservationFailed = d.events[0].decode().unwrap();
         assert_eq!(failed.products, vec![b]);
     }
@@ -349,23 +410,52 @@ mod tests {
             expires_at: None,
             lines: vec![],
         });
-        let d = decide_reserve(order, &[StockLine { product_id: a, quantity: 1 }], &snapshot, Utc::now(), &stamp());
+        let d = decide_reserve(
+            order,
+            &[StockLine {
+                product_id: a,
+                quantity: 1,
+            }],
+            &snapshot,
+            Utc::now(),
+            &stamp(),
+        );
         assert!(d.is_nothing());
     }
 
     #[test]
     fn units_move_between_buckets_and_never_below_zero() {
         let start = level(3);
-        let reserve = StockChange::Reserve { lines: vec![], expires_at: Utc::now() };
+        let reserve = StockChange::Reserve {
+            lines: vec![],
+            expires_at: Utc::now(),
+        };
         let held = apply_to_level(start, &reserve, None, 3).unwrap();
         assert_eq!((held.available, held.reserved), (0, 3));
-        assert!(apply_to_level(held, &reserve, None, 1).is_none(), "no oversell");
-        let allocated = apply_to_level(held, &StockChange::Allocate, Some(ReservationStatus::Active), 3).unwrap();
-        let committed = apply_to_level(allocated, &StockChange::Commit, Some(ReservationStatus::Allocated), 3).unwrap();
+        assert!(
+            apply_to_level(held, &reserve, None, 1).is_none(),
+            "no oversell"
+        );
+        let allocated = apply_to_level(
+            held,
+            &StockChange::Allocate,
+            Some(ReservationStatus::Active),
+            3,
+        )
+        .unwrap();
+        let committed = apply_to_level(
+            allocated,
+            &StockChange::Commit,
+            Some(ReservationStatus::Allocated),
+            3,
+        )
+        .unwrap();
         assert_eq!((committed.committed, committed.allocated), (3, 0));
         let released = apply_to_level(
             allocated,
-            &StockChange::Release { reason: "cancelled".into() },
+            &StockChange::Release {
+                reason: "cancelled".into(),
+            },
             Some(ReservationStatus::Allocated),
             3,
         )

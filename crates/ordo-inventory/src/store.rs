@@ -5,7 +5,8 @@ use ordo_bus::Envelope;
 use ordo_events::StockLine;
 use ordo_kernel::{ClientId, Currency, OrderId, ProductId, StoreError};
 use ordo_sqlite::{
-    Database, Migration, MigrationSet, PLATFORM_MIGRATIONS, inbox_record, outbox_append, store_error, time,
+    Database, Migration, MigrationSet, PLATFORM_MIGRATIONS, inbox_record, outbox_append,
+    store_error, time,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
@@ -50,7 +51,12 @@ pub trait ProductStore: Send + Sync + 'static {
     async fn count(&self) -> Result<u64, StoreError>;
     /// Saves a changed product with its event, if it is still at
     /// `expected_version` (else `Conflict`).
-    async fn update(&self, product: Product, expected_version: i64, event: Envelope) -> Result<(), StoreError>;
+    async fn update(
+        &self,
+        product: Product,
+        expected_version: i64,
+        event: Envelope,
+    ) -> Result<(), StoreError>;
 }
 
 pub struct SqliteInventoryStore {
@@ -193,7 +199,12 @@ impl ProductStore for SqliteInventoryStore {
         rows.into_iter().map(product).collect()
     }
 
-    async fn update(&self, p: Product, expected_version: i64, event: Envelope) -> Result<(), StoreError> {
+    async fn update(
+        &self,
+        p: Product,
+        expected_version: i64,
+        event: Envelope,
+    ) -> Result<(), StoreError> {
         self.db
             .write(move |tx| {
                 let changed = tx
@@ -296,9 +307,11 @@ fn level_row(row: &Row<'_>) -> rusqlite::Result<StockLevel> {
 const LEVEL_COLUMNS: &str = "available, reserved, allocated, committed, adjusted";
 
 fn load_level(conn: &Connection, product: ProductId) -> Result<Option<StockLevel>, StoreError> {
-    conn.prepare_cached(&format!("SELECT {LEVEL_COLUMNS} FROM stock_levels WHERE product_id = ?1"))
-        .and_then(|mut s| s.query_row([product.to_string()], level_row).optional())
-        .map_err(store_error)
+    conn.prepare_cached(&format!(
+        "SELECT {LEVEL_COLUMNS} FROM stock_levels WHERE product_id = ?1"
+    ))
+    .and_then(|mut s| s.query_row([product.to_string()], level_row).optional())
+    .map_err(store_error)
 }
 
 fn save_level(conn: &Connection, product: ProductId, l: &StockLevel) -> Result<(), StoreError> {
@@ -315,8 +328,15 @@ fn save_level(conn: &Connection, product: ProductId, l: &StockLevel) -> Result<(
 
 fn load_reservation(conn: &Connection, order: OrderId) -> Result<Option<Reservation>, StoreError> {
     let row: Option<(String, Option<String>, Option<String>)> = conn
-        .prepare_cached("SELECT status, release_reason, expires_at FROM reservations WHERE order_id = ?1")
-        .and_then(|mut s| s.query_row([order.to_string()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional())
+        .prepare_cached(
+            "SELECT status, release_reason, expires_at FROM reservations WHERE order_id = ?1",
+        )
+        .and_then(|mut s| {
+            s.query_row([order.to_string()], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()
+        })
         .map_err(store_error)?;
     let Some((status, release_reason, expires_at)) = row else {
         return Ok(None);
@@ -325,13 +345,16 @@ fn load_reservation(conn: &Connection, order: OrderId) -> Result<Option<Reservat
         .prepare_cached("SELECT product_id, quantity FROM reservation_lines WHERE order_id = ?1 ORDER BY product_id")
         .map_err(store_error)?;
     let lines = stmt
-        .query_map([order.to_string()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))
+        .query_map([order.to_string()], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?))
+        })
         .map_err(store_error)?
         .map(|r| {
             let (product, quantity) = r.map_err(store_error)?;
             Ok(StockLine {
-                product_id: ProductId::parse(&product)
-                    .map_err(|_| StoreError::Other(anyhow::anyhow!("bad product id in reservation_lines")))?,
+                product_id: ProductId::parse(&product).map_err(|_| {
+                    StoreError::Other(anyhow::anyhow!("bad product id in reservation_lines"))
+                })?,
                 quantity,
             })
         })
@@ -383,23 +406,32 @@ impl StockStore for SqliteInventoryStore {
         self.db
             .read(|conn| {
                 let mut stmt = conn
-                    .prepare_cached(&format!("SELECT product_id, {LEVEL_COLUMNS} FROM stock_levels ORDER BY product_id"))
+                    .prepare_cached(&format!(
+                        "SELECT product_id, {LEVEL_COLUMNS} FROM stock_levels ORDER BY product_id"
+                    ))
                     .map_err(store_error)?;
                 let rows = stmt
                     .query_map([], |r| {
                         let id: String = r.get(0)?;
-                        Ok((id, StockLevel {
-                            available: r.get(1)?,
-                            reserved: r.get(2)?,
-                            allocated: r.get(3)?,
-                            committed: r.get(4)?,
-                            adjusted: r.get(5)?,
-                        }))
+                        Ok((
+                            id,
+                            StockLevel {
+                                available: r.get(1)?,
+                                reserved: r.get(2)?,
+                                allocated: r.get(3)?,
+                                committed: r.get(4)?,
+                                adjusted: r.get(5)?,
+                            },
+                        ))
                     })
                     .map_err(store_error)?;
                 rows.map(|r| {
                     let (id, level) = r.map_err(store_error)?;
-                    Ok((ProductId::parse(&id).map_err(|_| StoreError::Other(anyhow::anyhow!("bad product id")))?, level))
+                    Ok((
+                        ProductId::parse(&id)
+                            .map_err(|_| StoreError::Other(anyhow::anyhow!("bad product id")))?,
+                        level,
+                    ))
                 })
                 .collect()
             })
@@ -513,7 +545,9 @@ impl StockStore for SqliteInventoryStore {
     }
 
     async fn reservation(&self, order: OrderId) -> Result<Option<Reservation>, StoreError> {
-        self.db.read(move |conn| load_reservation(conn, order)).await
+        self.db
+            .read(move |conn| load_reservation(conn, order))
+            .await
     }
 
     async fn reservations(&self) -> Result<Vec<Reservation>, StoreError> {

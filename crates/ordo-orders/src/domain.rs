@@ -436,7 +436,9 @@ pub fn react(status: OrderStatus, event: SagaEvent) -> Reaction {
             Transition(Cancelled, Some(CancellationReason::ReservationExpired))
         }
         (PaymentSucceeded, Confirmed) => Transition(Paid, None),
-        (PaymentFailed, Confirmed) => Transition(Cancelled, Some(CancellationReason::PaymentFailed)),
+        (PaymentFailed, Confirmed) => {
+            Transition(Cancelled, Some(CancellationReason::PaymentFailed))
+        }
         (PaymentSucceeded | PaymentFailed, Pending) => NotYet,
         (PickedUp, Paid) => Transition(Shipped, None),
         (PickedUp, Pending | Confirmed) => NotYet,

@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use ordo_bus::{Consumer, Envelope, EventPayload, Handler, HandlerError};
 use ordo_events::{
-    InventoryCommitted, InventoryReleased, InventoryReservationFailed, InventoryReserved, ORDERS_SOURCE,
-    OrderCancelled, OrderConfirmed, OrderCreated, OrderDelivered, OrderPaid, OrderShipped, PaymentFailed,
-    PaymentRefunded, PaymentSucceeded, ProductUpserted, ShipmentCreated, ShipmentDelivered, ShipmentFailed,
-    ShipmentPickedUp, ShipmentWaypointReached,
+    InventoryCommitted, InventoryReleased, InventoryReservationFailed, InventoryReserved,
+    ORDERS_SOURCE, OrderCancelled, OrderConfirmed, OrderCreated, OrderDelivered, OrderPaid,
+    OrderShipped, PaymentFailed, PaymentRefunded, PaymentSucceeded, ProductUpserted,
+    ShipmentCreated, ShipmentDelivered, ShipmentFailed, ShipmentPickedUp, ShipmentWaypointReached,
 };
 use ordo_kernel::OrderId;
 
@@ -165,7 +165,11 @@ impl Handler for TimelineWriter {
 pub fn consumers(service: Arc<OrdersService>) -> Vec<Consumer> {
     let store = service.store().clone();
     vec![
-        Consumer::new(SAGA_CONSUMER, SAGA_EVENTS, Arc::new(SagaHandler { service })),
+        Consumer::new(
+            SAGA_CONSUMER,
+            SAGA_EVENTS,
+            Arc::new(SagaHandler { service }),
+        ),
         Consumer::new(
             CATALOG_CONSUMER,
             &[ProductUpserted::TYPE],

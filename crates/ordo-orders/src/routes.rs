@@ -360,7 +360,10 @@ async fn create_order(
         .create(&principal, new, &context, key.map(|Extension(k)| k.0))
         .await?;
     if let Some(wait) = wait {
-        order = state.service.wait_for_decision(changes, order.id, wait).await?;
+        order = state
+            .service
+            .wait_for_decision(changes, order.id, wait)
+            .await?;
     }
     let location = format!("/v1/orders/{}", order.id);
     let mut response = (

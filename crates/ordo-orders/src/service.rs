@@ -3,13 +3,16 @@
 use std::sync::Arc;
 
 use ordo_bus::{Envelope, EventContext};
-use ordo_events::{Address, OrderCancelled, OrderConfirmed, OrderCreated, OrderDelivered, OrderPaid, OrderShipped};
-use tokio::sync::broadcast;
+use ordo_events::{
+    Address, OrderCancelled, OrderConfirmed, OrderCreated, OrderDelivered, OrderPaid, OrderShipped,
+};
 use ordo_http::{Principal, Role};
 use ordo_kernel::{ClientId, Clock, EventId, IdGen, OrderId, StoreError};
+use tokio::sync::broadcast;
 
 use crate::domain::{
-    self, CancellationReason, Order, OrderStatus, PricingError, Reaction, RequestedLine, SagaEvent, TransitionError,
+    self, CancellationReason, Order, OrderStatus, PricingError, Reaction, RequestedLine, SagaEvent,
+    TransitionError,
 };
 use crate::store::{InboxKey, OrderFilter, OrderStore, TimelineEntry};
 
@@ -128,7 +131,9 @@ impl OrdersService {
                     Ok(Ok(_)) => continue,
                     // Missed some: look at the order itself again.
                     Ok(Err(broadcast::error::RecvError::Lagged(_))) => break,
-                    Ok(Err(broadcast::error::RecvError::Closed)) => return Ok(self.store.get(order).await?),
+                    Ok(Err(broadcast::error::RecvError::Closed)) => {
+                        return Ok(self.store.get(order).await?);
+                    }
                 }
             }
         }
@@ -136,14 +141,22 @@ impl OrdersService {
 
     /// Applies an event of another service to its order, as the saga's
     /// rules say. `NotYet` comes back as an error so the bus retries.
-    pub async fn apply_saga_event(&self, cause: &Envelope, saga: SagaEvent, inbox: InboxKey) -> Result<(), OrderError> {
-        let id = OrderId::parse(&cause.subject)
-            .map_err(|_| OrderError::Other(anyhow::anyhow!("{} is not about an order", cause.id)))?;
+    pub async fn apply_saga_event(
+        &self,
+        cause: &Envelope,
+        saga: SagaEvent,
+        inbox: InboxKey,
+    ) -> Result<(), OrderError> {
+        let id = OrderId::parse(&cause.subject).map_err(|_| {
+            OrderError::Other(anyhow::anyhow!("{} is not about an order", cause.id))
+        })?;
         for _ in 0..TRANSITION_ATTEMPTS {
             let order = match self.store.get(id).await {
                 Ok(order) => order,
                 Err(StoreError::NotFound) => {
-                    return Err(OrderError::Other(anyhow::anyhow!("order {id} is not known (yet)")));
+                    return Err(OrderError::Other(anyhow::anyhow!(
+                        "order {id} is not known (yet)"
+                    )));
                 }
                 Err(err) => return Err(err.into()),
             };
@@ -162,7 +175,12 @@ impl OrdersService {
             let event = self.event_for(&order, &changed, &EventContext::caused_by(cause))?;
             match self
                 .store
-                .save_transition(changed.clone(), order.version, vec![event], Some(inbox.clone()))
+                .save_transition(
+                    changed.clone(),
+                    order.version,
+                    vec![event],
+                    Some(inbox.clone()),
+                )
                 .await
             {
                 Ok(_) => {
@@ -173,43 +191,94 @@ impl OrdersService {
                 Err(err) => return Err(err.into()),
             }
         }
-        Err(OrderError::Other(anyhow::anyhow!("order {id} kept changing")))
+        Err(OrderError::Other(anyhow::anyhow!(
+            "order {id} kept changing"
+        )))
     }
 
     /// The event announcing `after`, the order that `before` became.
-    fn event_for(&self, before: &Order, after: &Order, context: &EventContext) -> Result<Envelope, OrderError> {
-        let (id, time, subject, seq) = (self.event_id(), after.updated_at, after.id.to_string(), Some(after.version));
+    fn event_for(
+        &self,
+        before: &Order,
+        after: &Order,
+        context: &EventContext,
+    ) -> Result<Envelope, OrderError> {
+        let (id, time, subject, seq) = (
+            self.event_id(),
+            after.updated_at,
+            after.id.to_string(),
+            Some(after.version),
+        );
         let envelope = match after.status {
-            OrderStatus::Confirmed => Envelope::new(id, time, subject, seq, context, &OrderConfirmed {
-                order_id: after.id,
-                customer_id: after.customer_id,
-                total: after.total,
-                currency: after.currency,
-                payment_token: after.payment_token.clone(),
-            }),
-            OrderStatus::Paid => Envelope::new(id, time, subject, seq, context, &OrderPaid {
-                order_id: after.id,
-                customer_id: after.customer_id,
-                items: after.lines(),
-                shipping_address: after.shipping_address.clone(),
-                total: after.total,
-                currency: after.currency,
-            }),
-            OrderStatus::Shipped => Envelope::new(id, time, subject, seq, context, &OrderShipped {
-                order_id: after.id,
-                items: after.lines(),
-            }),
-            OrderStatus::Delivered => Envelope::new(id, time, subject, seq, context, &OrderDelivered { order_id: after.id }),
-            OrderStatus::Cancelled => Envelope::new(id, time, subject, seq, context, &OrderCancelled {
-                order_id: after.id,
-                reason: after.cancellation_reason.clone().unwrap_or_default(),
-                from_status: before.status.as_str().to_owned(),
-            }),
+            OrderStatus::Confirmed => Envelope::new(
+                id,
+                time,
+                subject,
+                seq,
+                context,
+                &OrderConfirmed {
+                    order_id: after.id,
+                    customer_id: after.customer_id,
+                    total: after.total,
+                    currency: after.currency,
+                    payment_token: after.payment_token.clone(),
+                },
+            ),
+            OrderStatus::Paid => Envelope::new(
+                id,
+                time,
+                subject,
+                seq,
+                context,
+                &OrderPaid {
+                    order_id: after.id,
+                    customer_id: after.customer_id,
+                    items: after.lines(),
+                    shipping_address: after.shipping_address.clone(),
+                    total: after.total,
+                    currency: after.currency,
+                },
+            ),
+            OrderStatus::Shipped => Envelope::new(
+                id,
+                time,
+                subject,
+                seq,
+                context,
+                &OrderShipped {
+                    order_id: after.id,
+                    items: after.lines(),
+                },
+            ),
+            OrderStatus::Delivered => Envelope::new(
+                id,
+                time,
+                subject,
+                seq,
+                context,
+                &OrderDelivered { order_id: after.id },
+            ),
+            OrderStatus::Cancelled => Envelope::new(
+                id,
+                time,
+                subject,
+                seq,
+                context,
+                &OrderCancelled {
+                    order_id: after.id,
+                    reason: after.cancellation_reason.clone().unwrap_or_default(),
+                    from_status: before.status.as_str().to_owned(),
+                },
+            ),
             OrderStatus::Pending => {
-                return Err(OrderError::Other(anyhow::anyhow!("no order becomes pending again")));
+                return Err(OrderError::Other(anyhow::anyhow!(
+                    "no order becomes pending again"
+                )));
             }
         };
-        Ok(envelope.map_err(anyhow::Error::from)?.with_actor("system:orders"))
+        Ok(envelope
+            .map_err(anyhow::Error::from)?
+            .with_actor("system:orders"))
     }
 
     pub fn store(&self) -> &Arc<dyn OrderStore> {

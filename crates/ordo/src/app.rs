@@ -190,8 +190,9 @@ impl AppBuilder {
         };
         let creating = ordo_orders::create_router(orders_state.clone())
             .layer(from_fn_with_state(idempotency.clone(), idempotency_layer));
-        let creating_products = ordo_inventory::create_router(inventory_state.clone())
-            .layer(from_fn_with_state(inventory_idempotency.clone(), idempotency_layer));
+        let creating_products = ordo_inventory::create_router(inventory_state.clone()).layer(
+            from_fn_with_state(inventory_idempotency.clone(), idempotency_layer),
+        );
         let authenticated = OpenApiRouter::new()
             .merge(ordo_orders::router(orders_state))
             .merge(creating)
@@ -360,7 +361,11 @@ async fn purge_idempotency_keys(layers: Vec<Idempotency>, stop: CancellationToke
         for idempotency in &layers {
             let retention = chrono::Duration::from_std(idempotency.retention())
                 .unwrap_or(chrono::Duration::days(1));
-            match idempotency.store().purge(chrono::Utc::now() - retention).await {
+            match idempotency
+                .store()
+                .purge(chrono::Utc::now() - retention)
+                .await
+            {
                 Ok(0) => {}
                 Ok(n) => info!(purged = n, "expired idempotency keys deleted"),
                 Err(err) => warn!(error = %err, "could not purge idempotency keys"),

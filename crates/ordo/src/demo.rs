@@ -55,8 +55,7 @@ pub async fn first_start(
     write_private(&path, &serde_json::to_vec_pretty(&credentials)?)
         .with_context(|| format!("writing {}", path.display()))?;
     if let Some(seller) = seller {
-        let created =
-            ordo_inventory::demo::seed(inventory, seller).await?;
+        let created = ordo_inventory::demo::seed(inventory, seller).await?;
         tracing::info!(products = created, "demo catalog created");
     }
     Ok(Some(credentials))

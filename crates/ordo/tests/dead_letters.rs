@@ -59,7 +59,10 @@ async fn a_poison_event_is_retried_dead_lettered_listed_and_delivered_once_after
     );
     assert_eq!(probe.handled.load(Ordering::SeqCst), 0);
     let timeline = app.timeline(&customer, &order_id).await;
-    assert_eq!(timeline[0]["type"], "order.created", "the other consumers went on");
+    assert_eq!(
+        timeline[0]["type"], "order.created",
+        "the other consumers went on"
+    );
 
     let listed = cli(app.data_dir.path(), &["dlq", "list", "--json"]);
     let letters: Vec<Value> = listed

@@ -66,13 +66,31 @@ async fn an_order_is_created_read_listed_cancelled_and_its_timeline_tells_the_st
     .await;
     app.wait_for_quiet_bus().await;
     let timeline = app.timeline(&customer, id).await;
-    let types: Vec<&str> = timeline.iter().map(|e| e["type"].as_str().unwrap()).collect();
-    let own: Vec<&str> = types.iter().copied().filter(|t| t.starts_with("order.")).collect();
-    assert_eq!(own, ["order.created", "order.confirmed", "order.cancelled"], "{types:?}");
+    let types: Vec<&str> = timeline
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    let own: Vec<&str> = types
+        .iter()
+        .copied()
+        .filter(|t| t.starts_with("order."))
+        .collect();
+    assert_eq!(
+        own,
+        ["order.created", "order.confirmed", "order.cancelled"],
+        "{types:?}"
+    );
     for foreign in ["inventory.reserved", "inventory.released"] {
-        assert_eq!(types.iter().filter(|t| **t == foreign).count(), 1, "{types:?}");
+        assert_eq!(
+            types.iter().filter(|t| **t == foreign).count(),
+            1,
+            "{types:?}"
+        );
     }
-    let seqs: Vec<i64> = timeline.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    let seqs: Vec<i64> = timeline
+        .iter()
+        .map(|e| e["seq"].as_i64().unwrap())
+        .collect();
     assert_eq!(seqs, (1..=timeline.len() as i64).collect::<Vec<_>>());
     assert_eq!(timeline[0]["actor"], app.client_id("customer"));
     assert!(
@@ -80,7 +98,10 @@ async fn an_order_is_created_read_listed_cancelled_and_its_timeline_tells_the_st
             .as_str()
             .is_some_and(|c| !c.is_empty())
     );
-    let cancelled = timeline.iter().find(|e| e["type"] == "order.cancelled").unwrap();
+    let cancelled = timeline
+        .iter()
+        .find(|e| e["type"] == "order.cancelled")
+        .unwrap();
     assert_eq!(cancelled["data"]["reason"], "customer_cancelled");
     assert_eq!(cancelled["data"]["from_status"], "confirmed");
     app.assert_no_server_errors().await;

@@ -12,7 +12,12 @@ use serde_json::{Value, json};
 
 async fn stock_of(app: &TestApp, product: &str) -> i64 {
     let token = app.token("customer").await;
-    let p: Value = app.get(&token, &format!("/v1/products/{product}")).await.json().await.unwrap();
+    let p: Value = app
+        .get(&token, &format!("/v1/products/{product}"))
+        .await
+        .json()
+        .await
+        .unwrap();
     p["available"].as_i64().unwrap()
 }
 
@@ -62,7 +67,10 @@ async fn prefer_wait_answers_with_the_sagas_first_decision() {
         .unwrap();
     let order: Value = response.json().await.unwrap();
     assert_ne!(order["status"], "pending", "{order}");
-    assert!(started.elapsed() < Duration::from_secs(10), "answered at the decision, not the limit");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "answered at the decision, not the limit"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,10 +80,20 @@ async fn five_hundred_buyers_of_the_last_ten_units_leave_exactly_ten_orders_stan
     let (_, product) = app.product_with_stock(10, "99.00").await;
     let mut tasks = Vec::new();
     for _ in 0..500 {
-        let (http, url, token, body) =
-            (app.http.clone(), app.url("/v1/orders"), customer.clone(), order_body(&product, 1));
+        let (http, url, token, body) = (
+            app.http.clone(),
+            app.url("/v1/orders"),
+            customer.clone(),
+            order_body(&product, 1),
+        );
         tasks.push(tokio::spawn(async move {
-            let r = http.post(url).bearer_auth(token).json(&body).send().await.unwrap();
+            let r = http
+                .post(url)
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
             assert_eq!(r.status(), StatusCode::CREATED);
             let order: Value = r.json().await.unwrap();
             order["id"].as_str().unwrap().to_owned()
@@ -89,7 +107,12 @@ async fn five_hundred_buyers_of_the_last_ten_units_leave_exactly_ten_orders_stan
     let mut standing = 0;
     let mut out_of_stock = 0;
     for id in &ids {
-        let o: Value = app.get(&customer, &format!("/v1/orders/{id}")).await.json().await.unwrap();
+        let o: Value = app
+            .get(&customer, &format!("/v1/orders/{id}"))
+            .await
+            .json()
+            .await
+            .unwrap();
         if o["status"] == "cancelled" {
             assert_eq!(o["cancellation_reason"], "out_of_stock");
             out_of_stock += 1;
@@ -100,7 +123,12 @@ async fn five_hundred_buyers_of_the_last_ten_units_leave_exactly_ten_orders_stan
     assert_eq!(standing, 10, "exactly the stock was sold");
     assert_eq!(out_of_stock, 490);
     assert_eq!(stock_of(&app, &product).await, 0);
-    app.assert_invariants(&[OrderStatus::Confirmed, OrderStatus::Paid, OrderStatus::Shipped]).await;
+    app.assert_invariants(&[
+        OrderStatus::Confirmed,
+        OrderStatus::Paid,
+        OrderStatus::Shipped,
+    ])
+    .await;
 }
 
 #[tokio::test]
@@ -130,24 +158,45 @@ async fn sellers_manage_their_catalog_and_stock_and_orders_see_the_new_price() {
     common::problem(foreign, StatusCode::NOT_FOUND).await;
 
     let restocked = app
-        .post_json(&seller, &format!("/v1/products/{product}/stock"), &json!({"delta": 7, "reason": "restock"}))
+        .post_json(
+            &seller,
+            &format!("/v1/products/{product}/stock"),
+            &json!({"delta": 7, "reason": "restock"}),
+        )
         .await;
     let level: Value = restocked.json().await.unwrap();
     assert_eq!(level["available"], 12);
     let too_much = app
-        .post_json(&seller, &format!("/v1/products/{product}/stock"), &json!({"delta": -13, "reason": "correction"}))
+        .post_json(
+            &seller,
+            &format!("/v1/products/{product}/stock"),
+            &json!({"delta": -13, "reason": "correction"}),
+        )
         .await;
     common::problem(too_much, StatusCode::CONFLICT).await;
     let bad = app
-        .post_json(&seller, &format!("/v1/products/{product}/stock"), &json!({"delta": -1, "reason": "restock"}))
+        .post_json(
+            &seller,
+            &format!("/v1/products/{product}/stock"),
+            &json!({"delta": -1, "reason": "restock"}),
+        )
         .await;
     let body = common::problem(bad, StatusCode::UNPROCESSABLE_ENTITY).await;
     assert_eq!(common::fields(&body), ["delta"]);
-    let not_a_seller = app.post_json(&customer, "/v1/products", &json!({"sku": "X", "name": "X", "price": "1.00", "currency": "EUR"})).await;
+    let not_a_seller = app
+        .post_json(
+            &customer,
+            "/v1/products",
+            &json!({"sku": "X", "name": "X", "price": "1.00", "currency": "EUR"}),
+        )
+        .await;
     common::problem(not_a_seller, StatusCode::FORBIDDEN).await;
 
     app.wait_for_quiet_bus().await;
     let order = app.create_order(&customer, &product, 2).await;
-    assert_eq!(order["total"], "24.00", "priced from the projection of the change");
+    assert_eq!(
+        order["total"], "24.00",
+        "priced from the projection of the change"
+    );
     app.assert_no_server_errors().await;
 }

@@ -111,7 +111,11 @@ impl TestApp {
             })
             .await
             .unwrap();
-        assert!(violations.is_empty(), "{} violations: {violations:#?}", violations.len());
+        assert!(
+            violations.is_empty(),
+            "{} violations: {violations:#?}",
+            violations.len()
+        );
     }
 
     /// A product of a new seller with `stock` units; (seller token, id).
@@ -137,7 +141,12 @@ impl TestApp {
     pub async fn wait_for_status(&self, token: &str, order_id: &str, status: &str) -> Value {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
-            let last: Value = self.get(token, &format!("/v1/orders/{order_id}")).await.json().await.unwrap();
+            let last: Value = self
+                .get(token, &format!("/v1/orders/{order_id}"))
+                .await
+                .json()
+                .await
+                .unwrap();
             if last["status"] == status {
                 return last;
             }
@@ -280,7 +289,11 @@ impl TestApp {
 fn ulid_like() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 pub fn order_body(product_id: &str, quantity: i64) -> Value {
