@@ -76,7 +76,16 @@ struct Slot {
     permits: Semaphore,
 }
 
+/// Faults the bus injects on purpose, for tests of the consumers'
+/// idempotency. Off by default.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Faults {
+    /// Share of deliveries handed to the consumer a second time, at once.
+    pub duplicate_rate: f64,
+}
+
 struct Inner {
+    faults: Faults,
     slots: Vec<Slot>,
     by_type: HashMap<String, Vec<usize>>,
     dead_letters: Arc<dyn DeadLetterStore>,
@@ -119,6 +128,7 @@ impl LocalBus {
             .collect();
         Self {
             inner: Arc::new(Inner {
+                faults: Faults::default(),
                 slots,
                 by_type,
                 dead_letters,
@@ -127,6 +137,17 @@ impl LocalBus {
                 stats: Arc::default(),
                 replay_wake: Notify::new(),
             }),
+        }
+    }
+
+    /// The same bus, injecting `faults`. Call before any use.
+    pub fn with_faults(self, faults: Faults) -> Self {
+        match Arc::try_unwrap(self.inner) {
+            Ok(mut inner) => {
+                inner.faults = faults;
+                Self { inner: Arc::new(inner) }
+            }
+            Err(inner) => Self { inner },
         }
     }
 
@@ -261,12 +282,15 @@ impl Publisher for LocalBus {
         let Some(indexes) = self.inner.by_type.get(&event.event_type) else {
             return Ok(());
         };
-        let results = join_all(
-            indexes
-                .iter()
-                .map(|&i| self.inner.deliver(&self.inner.slots[i], event)),
-        )
-        .await;
+        let duplicate = |_: &usize| {
+            self.inner.faults.duplicate_rate > 0.0
+                && rand::random::<f64>() < self.inner.faults.duplicate_rate
+        };
+        let deliveries = indexes
+            .iter()
+            .flat_map(|i| if duplicate(i) { vec![*i, *i] } else { vec![*i] })
+            .map(|i| self.inner.deliver(&self.inner.slots[i], event));
+        let results = join_all(deliveries).await;
         for result in results {
             result?;
         }

@@ -14,7 +14,7 @@ use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use ordo_auth::{AuthService, AuthState, StoreDirectory};
-use ordo_bus::{Consumer, LocalBus, OutboxStore, Relay, RetryPolicy};
+use ordo_bus::{Consumer, Faults, LocalBus, OutboxStore, Relay, RetryPolicy};
 use ordo_http::ApiError;
 use ordo_http::auth::{Authenticator, require_auth};
 use ordo_http::idempotency::{Idempotency, idempotency};
@@ -72,6 +72,7 @@ impl utoipa::Modify for BearerAuth {
 pub struct AppBuilder {
     config: Config,
     extra_consumers: Vec<Consumer>,
+    faults: Faults,
     clock: Arc<dyn Clock>,
     ids: Arc<dyn IdGen>,
 }
@@ -94,6 +95,7 @@ impl AppBuilder {
         Self {
             config,
             extra_consumers: Vec::new(),
+            faults: Faults::default(),
             clock: Arc::new(SystemClock),
             ids: Arc::new(UlidGen::new()),
         }
@@ -104,10 +106,17 @@ impl AppBuilder {
         self
     }
 
+    /// Faults the in-process bus injects (tests of idempotency).
+    pub fn bus_faults(mut self, faults: Faults) -> Self {
+        self.faults = faults;
+        self
+    }
+
     pub async fn build(self) -> anyhow::Result<App> {
         let Self {
             config,
             extra_consumers,
+            faults,
             clock,
             ids,
         } = self;
@@ -150,7 +159,8 @@ impl AppBuilder {
             base: config.bus_retry_base,
             max_delay: config.bus_retry_max,
         };
-        let bus = LocalBus::new(consumers, stores.dead_letters.clone(), policy, stop.clone());
+        let bus = LocalBus::new(consumers, stores.dead_letters.clone(), policy, stop.clone())
+            .with_faults(faults);
         let outboxes: Vec<Arc<dyn OutboxStore>> = vec![
             stores.orders_outbox.clone(),
             stores.inventory_outbox.clone(),
