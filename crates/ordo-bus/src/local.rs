@@ -145,7 +145,9 @@ impl LocalBus {
         match Arc::try_unwrap(self.inner) {
             Ok(mut inner) => {
                 inner.faults = faults;
-                Self { inner: Arc::new(inner) }
+                Self {
+                    inner: Arc::new(inner),
+                }
             }
             Err(inner) => Self { inner },
         }

@@ -311,3 +311,28 @@ impl Checker {
         Ok(found)
     }
 }
+
+/// The delivery service's shipments, for the checker.
+pub struct DeliveryView(pub Arc<dyn ordo_delivery::ShipmentStore>);
+
+#[async_trait::async_trait]
+impl ShipmentsView for DeliveryView {
+    async fn shipments(&self) -> Result<Vec<ShipmentState>, StoreError> {
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.0.list_statuses(after, 500).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.shipment_id);
+            let done = page.len() < 500;
+            all.extend(page.into_iter().map(|s| ShipmentState {
+                order_id: s.order_id,
+                status: s.status.as_str().to_owned(),
+            }));
+            if done {
+                break;
+            }
+        }
+        Ok(all)
+    }
+}

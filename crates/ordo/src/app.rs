@@ -15,6 +15,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use ordo_auth::{AuthService, AuthState, StoreDirectory};
 use ordo_bus::{Consumer, Faults, LocalBus, OutboxStore, Relay, RetryPolicy};
+use ordo_delivery::{CourierSimulator, DeliveryService, DeliveryState};
 use ordo_http::ApiError;
 use ordo_http::auth::{Authenticator, require_auth};
 use ordo_http::idempotency::{Idempotency, idempotency};
@@ -33,7 +34,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_scalar::{Scalar, Servable};
 
-use crate::config::Config;
+use crate::config::{Config, CourierSim};
 use crate::demo::{self, DemoCredentials};
 use crate::ops::{self, OpsState, ScrapeGauges};
 use crate::stores::Stores;
@@ -45,7 +46,8 @@ use crate::stores::Stores;
     tags(
         (name = "auth", description = "OAuth2 client credentials"),
         (name = "orders", description = "Orders and their timeline"),
-        (name = "catalog", description = "Products"),
+        (name = "catalog", description = "Products, stock and reservations"),
+        (name = "delivery", description = "Shipments and courier events"),
         (name = "admin", description = "API clients, dead letters, outbox"),
     )
 )]
@@ -86,6 +88,7 @@ pub struct App {
     outboxes: Vec<Arc<dyn OutboxStore>>,
     idempotency: Vec<Idempotency>,
     inventory: Arc<InventoryService>,
+    delivery: Arc<DeliveryService>,
     stop: CancellationToken,
     demo_credentials: Option<DemoCredentials>,
 }
@@ -151,8 +154,14 @@ impl AppBuilder {
             clock.clone(),
             ids.clone(),
         ));
+        let delivery = Arc::new(DeliveryService::new(
+            stores.shipments.clone(),
+            clock.clone(),
+            ids.clone(),
+        ));
         let mut consumers = ordo_orders::reactions::consumers(orders.clone());
         consumers.extend(ordo_inventory::consumers(inventory.clone()));
+        consumers.extend(ordo_delivery::consumers(delivery.clone()));
         consumers.extend(extra_consumers);
         let policy = RetryPolicy {
             max_attempts: config.bus_max_attempts,
@@ -164,6 +173,7 @@ impl AppBuilder {
         let outboxes: Vec<Arc<dyn OutboxStore>> = vec![
             stores.orders_outbox.clone(),
             stores.inventory_outbox.clone(),
+            stores.delivery_outbox.clone(),
         ];
 
         let idempotency = Idempotency::new(stores.orders_idempotency.clone(), clock.clone());
@@ -208,6 +218,9 @@ impl AppBuilder {
             .merge(creating)
             .merge(creating_products)
             .merge(ordo_inventory::router(inventory_state))
+            .merge(ordo_delivery::router(DeliveryState {
+                service: delivery.clone(),
+            }))
             .merge(ordo_auth::admin_router(auth_state.clone()))
             .merge(ops::admin_router(ops_state.clone()))
             .layer(from_fn_with_state(authenticator, require_auth));
@@ -259,6 +272,7 @@ impl AppBuilder {
             outboxes,
             idempotency: vec![idempotency, inventory_idempotency],
             inventory,
+            delivery,
             stop,
             demo_credentials,
         })
@@ -314,7 +328,9 @@ impl App {
             orders_outbox: self.stores.orders_outbox.clone(),
             stock: self.stores.stock.clone(),
             payments: None,
-            shipments: None,
+            shipments: Some(Arc::new(ordo_invariants::DeliveryView(
+                self.stores.shipments.clone(),
+            ))),
         }
     }
 
@@ -333,6 +349,7 @@ impl App {
             outboxes,
             idempotency,
             inventory,
+            delivery,
             stop,
             demo_credentials: _,
         } = self;
@@ -343,6 +360,12 @@ impl App {
         let replayer = tokio::spawn(bus.clone().run_replayer(config.dlq_poll_interval));
         let purger = tokio::spawn(purge_idempotency_keys(idempotency, stop.clone()));
         let expiry = tokio::spawn(inventory.run_expiry(stop.clone()));
+        let courier = match config.courier_sim {
+            CourierSim::Pace(pace) => {
+                tokio::spawn(CourierSimulator::new(delivery, pace).run(stop.clone()))
+            }
+            CourierSim::Off => tokio::spawn(async {}),
+        };
 
         info!(listen = %listener.local_addr()?, "ordo is serving");
         let served = axum::serve(listener, router.into_make_service())
@@ -351,7 +374,7 @@ impl App {
         info!("no longer accepting requests; draining the outbox");
         futures::future::join_all(relays.into_iter().map(|r| r.drain())).await;
         stop.cancel();
-        for task in [replayer, purger, expiry] {
+        for task in [replayer, purger, expiry, courier] {
             if let Err(err) = task.await {
                 warn!(error = %err, "background task ended abnormally");
             }

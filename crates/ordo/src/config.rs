@@ -230,9 +230,12 @@ impl Config {
                 .with_context(|| format!("listen must be host:port, not {l:?}"))?,
             None => d.listen,
         };
+        let demo = over.demo.or(file.demo).unwrap_or(d.demo);
+        // Unless told otherwise, the demo has a courier moving parcels.
         let courier_sim = match over.courier_sim.or(file.courier_sim) {
             Some(s) => CourierSim::parse(&s)?,
-            None => d.courier_sim,
+            None if demo => CourierSim::Pace(Duration::from_secs(2)),
+            None => CourierSim::Off,
         };
         let services = over.services.or(file.services).unwrap_or(d.services);
         for service in &services {
@@ -257,7 +260,7 @@ impl Config {
                 .or(file.nats_url)
                 .filter(|s| !s.0.is_empty()),
             courier_sim,
-            demo: over.demo.or(file.demo).unwrap_or(d.demo),
+            demo,
             services,
             log_format: over.log_format.or(file.log_format).unwrap_or(d.log_format),
             request_timeout: duration_or(

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use ordo_auth::{ClientStore, SqliteClientStore};
 use ordo_bus::DeadLetterStore;
+use ordo_delivery::{ShipmentStore, SqliteShipmentStore};
 use ordo_inventory::{ProductStore, SqliteInventoryStore, StockStore};
 use ordo_orders::{OrderStore, SqliteOrderStore};
 use ordo_sqlite::{
@@ -22,6 +23,9 @@ pub struct Stores {
     pub inventory_db: Database,
     pub auth_db: Database,
     pub bus_db: Database,
+    pub delivery_db: Database,
+    pub shipments: Arc<dyn ShipmentStore>,
+    pub delivery_outbox: Arc<SqliteOutbox>,
     pub orders: Arc<dyn OrderStore>,
     pub products: Arc<dyn ProductStore>,
     pub stock: Arc<dyn StockStore>,
@@ -55,6 +59,7 @@ impl Stores {
         let inventory_db = open("inventory", dir, &ordo_inventory::MIGRATIONS)?;
         let auth_db = open("auth", dir, &[ordo_auth::MIGRATIONS])?;
         let bus_db = open("bus", dir, &[BUS_MIGRATIONS])?;
+        let delivery_db = open("delivery", dir, &ordo_delivery::MIGRATIONS)?;
         let inventory = Arc::new(SqliteInventoryStore::new(inventory_db.clone()));
         Ok(Self {
             orders: Arc::new(SqliteOrderStore::new(orders_db.clone())),
@@ -66,10 +71,13 @@ impl Stores {
             inventory_outbox: Arc::new(SqliteOutbox::new("inventory", inventory_db.clone())),
             orders_idempotency: Arc::new(SqliteIdempotency::new(orders_db.clone())),
             inventory_idempotency: Arc::new(SqliteIdempotency::new(inventory_db.clone())),
+            shipments: Arc::new(SqliteShipmentStore::new(delivery_db.clone())),
+            delivery_outbox: Arc::new(SqliteOutbox::new("delivery", delivery_db.clone())),
             orders_db,
             inventory_db,
             auth_db,
             bus_db,
+            delivery_db,
         })
     }
 
