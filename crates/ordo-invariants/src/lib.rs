@@ -336,3 +336,25 @@ impl ShipmentsView for DeliveryView {
         Ok(all)
     }
 }
+
+/// The payments service's ledger, for the checker.
+pub struct PaymentsLedger(pub Arc<dyn ordo_payments::PaymentStore>);
+
+#[async_trait::async_trait]
+impl PaymentsView for PaymentsLedger {
+    async fn ledger(&self) -> Result<Vec<OrderMoney>, StoreError> {
+        let mut by_order: HashMap<OrderId, OrderMoney> = HashMap::new();
+        for t in self.0.all_totals().await? {
+            let entry = by_order.entry(t.order_id).or_insert(OrderMoney {
+                order_id: t.order_id,
+                captured: Decimal::ZERO,
+                refunded: Decimal::ZERO,
+                captures: 0,
+            });
+            entry.captured += t.captured;
+            entry.refunded += t.refunded;
+            entry.captures += t.capture_count;
+        }
+        Ok(by_order.into_values().collect())
+    }
+}

@@ -24,6 +24,9 @@ use ordo_http::request::{BODY_LIMIT, request_id, timeout};
 use ordo_inventory::{InventoryService, InventoryState};
 use ordo_kernel::{Clock, IdGen, SystemClock, UlidGen};
 use ordo_orders::{OrdersService, OrdersState};
+use ordo_payments::{
+    GatewayConfig, HttpGateway, PaymentsService, PaymentsState, Simulator, SimulatorConfig,
+};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -47,6 +50,7 @@ use crate::stores::Stores;
         (name = "auth", description = "OAuth2 client credentials"),
         (name = "orders", description = "Orders and their timeline"),
         (name = "catalog", description = "Products, stock and reservations"),
+        (name = "payments", description = "Payments and refunds"),
         (name = "delivery", description = "Shipments and courier events"),
         (name = "admin", description = "API clients, dead letters, outbox"),
     )
@@ -89,6 +93,7 @@ pub struct App {
     idempotency: Vec<Idempotency>,
     inventory: Arc<InventoryService>,
     delivery: Arc<DeliveryService>,
+    simulator: Option<TcpListener>,
     stop: CancellationToken,
     demo_credentials: Option<DemoCredentials>,
 }
@@ -159,7 +164,26 @@ impl AppBuilder {
             clock.clone(),
             ids.clone(),
         ));
+        // The payment gateway: the configured one, or the built-in simulator
+        // on its own loopback port, reached over real HTTP either way.
+        let (gateway_url, simulator) = match &config.gateway_url {
+            Some(url) => (url.clone(), None),
+            None => {
+                let listener = TcpListener::bind(("127.0.0.1", 0))
+                    .await
+                    .context("binding the gateway simulator")?;
+                (format!("http://{}", listener.local_addr()?), Some(listener))
+            }
+        };
+        let gateway = Arc::new(HttpGateway::new(gateway_url, GatewayConfig::default())?);
+        let payments = Arc::new(PaymentsService::new(
+            stores.payments.clone(),
+            gateway.clone(),
+            clock.clone(),
+            ids.clone(),
+        ));
         let mut consumers = ordo_orders::reactions::consumers(orders.clone());
+        consumers.extend(ordo_payments::consumers(payments.clone()));
         consumers.extend(ordo_inventory::consumers(inventory.clone()));
         consumers.extend(ordo_delivery::consumers(delivery.clone()));
         consumers.extend(extra_consumers);
@@ -174,6 +198,7 @@ impl AppBuilder {
             stores.orders_outbox.clone(),
             stores.inventory_outbox.clone(),
             stores.delivery_outbox.clone(),
+            stores.payments_outbox.clone(),
         ];
 
         let idempotency = Idempotency::new(stores.orders_idempotency.clone(), clock.clone());
@@ -189,6 +214,7 @@ impl AppBuilder {
         let http_metrics = HttpMetrics::register(&mut registry);
         let gauges = Arc::new(ScrapeGauges::default());
         ops::register_bus_metrics(&mut registry, bus.stats(), gauges.clone());
+        ordo_payments::metrics::register(&mut registry, gateway);
         let ops_state = OpsState {
             databases: stores.databases().into_iter().cloned().collect(),
             outboxes: outboxes.clone(),
@@ -218,6 +244,9 @@ impl AppBuilder {
             .merge(creating)
             .merge(creating_products)
             .merge(ordo_inventory::router(inventory_state))
+            .merge(ordo_payments::router(PaymentsState {
+                service: payments.clone(),
+            }))
             .merge(ordo_delivery::router(DeliveryState {
                 service: delivery.clone(),
             }))
@@ -273,6 +302,7 @@ impl AppBuilder {
             idempotency: vec![idempotency, inventory_idempotency],
             inventory,
             delivery,
+            simulator,
             stop,
             demo_credentials,
         })
@@ -327,7 +357,9 @@ impl App {
             orders: self.stores.orders.clone(),
             orders_outbox: self.stores.orders_outbox.clone(),
             stock: self.stores.stock.clone(),
-            payments: None,
+            payments: Some(Arc::new(ordo_invariants::PaymentsLedger(
+                self.stores.payments.clone(),
+            ))),
             shipments: Some(Arc::new(ordo_invariants::DeliveryView(
                 self.stores.shipments.clone(),
             ))),
@@ -350,9 +382,16 @@ impl App {
             idempotency,
             inventory,
             delivery,
+            simulator,
             stop,
             demo_credentials: _,
         } = self;
+        let gateway_simulator = simulator.map(|listener| {
+            tokio::spawn(
+                Simulator::new(SimulatorConfig::default())
+                    .serve(listener, stop.clone().cancelled_owned()),
+            )
+        });
         let relays: Vec<_> = outboxes
             .into_iter()
             .map(|outbox| Relay::new(outbox, Arc::new(bus.clone())).spawn(config.shutdown_grace))
@@ -374,6 +413,13 @@ impl App {
         info!("no longer accepting requests; draining the outbox");
         futures::future::join_all(relays.into_iter().map(|r| r.drain())).await;
         stop.cancel();
+        if let Some(task) = gateway_simulator {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => warn!(error = %err, "the gateway simulator failed"),
+                Err(err) => warn!(error = %err, "the gateway simulator task failed"),
+            }
+        }
         for task in [replayer, purger, expiry, courier] {
             if let Err(err) = task.await {
                 warn!(error = %err, "background task ended abnormally");

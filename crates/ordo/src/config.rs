@@ -119,6 +119,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// How long stock is held for an order that is not paid yet.
     pub reservation_ttl: Duration,
+    /// The payment gateway; unset: the built-in simulator on a loopback port.
+    pub gateway_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,6 +154,7 @@ impl Config {
             dlq_poll_interval: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(10),
             reservation_ttl: Duration::from_secs(30 * 60),
+            gateway_url: None,
         }
     }
 }
@@ -184,6 +187,7 @@ pub struct FileConfig {
     pub dlq_poll_interval: Option<String>,
     pub shutdown_grace: Option<String>,
     pub reservation_ttl: Option<String>,
+    pub gateway_url: Option<String>,
 }
 
 impl FileConfig {
@@ -285,6 +289,7 @@ impl Config {
                 d.reservation_ttl,
                 "reservation-ttl",
             )?,
+            gateway_url: file.gateway_url,
         };
         config.check_mode()?;
         Ok(config)

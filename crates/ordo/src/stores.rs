@@ -10,6 +10,7 @@ use ordo_bus::DeadLetterStore;
 use ordo_delivery::{ShipmentStore, SqliteShipmentStore};
 use ordo_inventory::{ProductStore, SqliteInventoryStore, StockStore};
 use ordo_orders::{OrderStore, SqliteOrderStore};
+use ordo_payments::{PaymentStore, SqlitePaymentStore};
 use ordo_sqlite::{
     BUS_MIGRATIONS, Database, DatabaseOptions, SqliteDeadLetters, SqliteIdempotency, SqliteOutbox,
 };
@@ -24,6 +25,9 @@ pub struct Stores {
     pub auth_db: Database,
     pub bus_db: Database,
     pub delivery_db: Database,
+    pub payments_db: Database,
+    pub payments: Arc<dyn PaymentStore>,
+    pub payments_outbox: Arc<SqliteOutbox>,
     pub shipments: Arc<dyn ShipmentStore>,
     pub delivery_outbox: Arc<SqliteOutbox>,
     pub orders: Arc<dyn OrderStore>,
@@ -60,6 +64,7 @@ impl Stores {
         let auth_db = open("auth", dir, &[ordo_auth::MIGRATIONS])?;
         let bus_db = open("bus", dir, &[BUS_MIGRATIONS])?;
         let delivery_db = open("delivery", dir, &ordo_delivery::MIGRATIONS)?;
+        let payments_db = open("payments", dir, &ordo_payments::MIGRATIONS)?;
         let inventory = Arc::new(SqliteInventoryStore::new(inventory_db.clone()));
         Ok(Self {
             orders: Arc::new(SqliteOrderStore::new(orders_db.clone())),
@@ -72,12 +77,15 @@ impl Stores {
             orders_idempotency: Arc::new(SqliteIdempotency::new(orders_db.clone())),
             inventory_idempotency: Arc::new(SqliteIdempotency::new(inventory_db.clone())),
             shipments: Arc::new(SqliteShipmentStore::new(delivery_db.clone())),
+            payments: Arc::new(SqlitePaymentStore::new(payments_db.clone())),
+            payments_outbox: Arc::new(SqliteOutbox::new("payments", payments_db.clone())),
             delivery_outbox: Arc::new(SqliteOutbox::new("delivery", delivery_db.clone())),
             orders_db,
             inventory_db,
             auth_db,
             bus_db,
             delivery_db,
+            payments_db,
         })
     }
 

@@ -187,5 +187,15 @@ async fn a_restart_keeps_clients_orders_and_tokens() {
         "a token from before the restart still works"
     );
     let body: Value = fetched.json().await.unwrap();
-    assert_eq!(body, order);
+    for field in [
+        "id",
+        "customer_id",
+        "total",
+        "currency",
+        "items",
+        "shipping_address",
+        "created_at",
+    ] {
+        assert_eq!(body[field], order[field], "{field}");
+    }
 }

@@ -34,12 +34,8 @@ async fn an_order_is_created_read_listed_cancelled_and_its_timeline_tells_the_st
     let fetched: Value = app.get(&customer, &location).await.json().await.unwrap();
     assert_eq!(fetched["id"], created["id"]);
     assert_eq!(fetched["items"], created["items"]);
-    // Stock is reserved: the saga confirms the order.
-    eventually("the order is confirmed", || async {
-        let o: Value = app.get(&customer, &location).await.json().await.unwrap();
-        o["status"] == "confirmed"
-    })
-    .await;
+    // Stock is reserved and the card charged: the saga has it paid.
+    app.wait_for_status(&customer, id, "paid").await;
 
     let listed: Value = app.get(&customer, "/v1/orders").await.json().await.unwrap();
     assert_eq!(listed["items"][0]["id"], id);
@@ -77,10 +73,20 @@ async fn an_order_is_created_read_listed_cancelled_and_its_timeline_tells_the_st
         .collect();
     assert_eq!(
         own,
-        ["order.created", "order.confirmed", "order.cancelled"],
+        [
+            "order.created",
+            "order.confirmed",
+            "order.paid",
+            "order.cancelled"
+        ],
         "{types:?}"
     );
-    for foreign in ["inventory.reserved", "inventory.released"] {
+    for foreign in [
+        "inventory.reserved",
+        "inventory.released",
+        "payment.succeeded",
+        "payment.refunded",
+    ] {
         assert_eq!(
             types.iter().filter(|t| **t == foreign).count(),
             1,
@@ -103,7 +109,7 @@ async fn an_order_is_created_read_listed_cancelled_and_its_timeline_tells_the_st
         .find(|e| e["type"] == "order.cancelled")
         .unwrap();
     assert_eq!(cancelled["data"]["reason"], "customer_cancelled");
-    assert_eq!(cancelled["data"]["from_status"], "confirmed");
+    assert_eq!(cancelled["data"]["from_status"], "paid");
     app.assert_no_server_errors().await;
 }
 
@@ -188,7 +194,7 @@ async fn lists_walk_in_cursor_pages_and_filter_by_status_and_creation_time() {
         .collect();
     assert_eq!(cancelled, [cancel.as_str()]);
     let pending: Value = app
-        .get(&customer, "/v1/orders?status=confirmed&limit=200")
+        .get(&customer, "/v1/orders?status=paid&limit=200")
         .await
         .json()
         .await

@@ -1,0 +1,582 @@
+//! Payments storage: the trait the service uses, and its SQLite
+//! implementation. SQL lives here and nowhere else in this crate.
+
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use ordo_bus::Envelope;
+use ordo_kernel::{ClientId, Currency, OrderId, StoreError};
+use ordo_sqlite::{
+    Database, Migration, MigrationSet, PLATFORM_MIGRATIONS, WriteTx, inbox_record, outbox_append,
+    store_error, time,
+};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use rust_decimal::Decimal;
+
+use crate::domain::{
+    Attempt, Operation, Outcome, Payment, PaymentId, PaymentStatus, Refund, RefundId, RefundStatus,
+};
+
+pub const MIGRATIONS: [MigrationSet; 2] = [
+    PLATFORM_MIGRATIONS,
+    MigrationSet {
+        name: "payments",
+        migrations: &[Migration {
+            version: 1,
+            name: "payments, attempts, refunds, cancelled orders",
+            sql: include_str!("../migrations/0001_payments.sql"),
+        }],
+    },
+];
+
+/// A consumer's claim on an event, recorded with the effect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxKey {
+    pub consumer: String,
+    pub event_id: String,
+}
+
+/// A gateway call about to be made.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAttempt {
+    pub payment_id: PaymentId,
+    pub operation: Operation,
+    pub idempotency_key: String,
+    pub amount: Option<Decimal>,
+    pub refund_id: Option<RefundId>,
+    pub started_at: DateTime<Utc>,
+}
+
+/// How a recorded call ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptResult {
+    pub payment_id: PaymentId,
+    pub seq: i64,
+    pub outcome: Outcome,
+    pub detail: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// What `create` found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Created {
+    /// The payment is new; its first attempt has this sequence number.
+    Created { attempt: i64 },
+    /// The order already has this payment.
+    Existing(Box<Payment>),
+    /// The order is cancelled: nothing was written.
+    OrderCancelled,
+}
+
+/// One transaction of payment changes: the payment (if the stored version
+/// is still `expected_version`, else `Conflict`), the outcome of the call
+/// that caused it, the call to be made next, a refund, the events, and the
+/// inbox entry of the event being handled.
+#[derive(Debug, Default)]
+pub struct PaymentWrite {
+    pub payment: Option<(Payment, i64)>,
+    pub finished: Option<AttemptResult>,
+    pub next_attempt: Option<NewAttempt>,
+    pub refund: Option<Refund>,
+    pub events: Vec<Envelope>,
+    pub inbox: Option<InboxKey>,
+}
+
+/// What a write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Saved {
+    /// Written; the next attempt, if any, has this sequence number.
+    Done { next_attempt: Option<i64> },
+    /// The inbox already held the event: nothing was written.
+    Duplicate,
+}
+
+/// The money an order moved, as the invariant checker reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PaymentTotals {
+    pub order_id: OrderId,
+    pub payment_id: PaymentId,
+    pub status: PaymentStatus,
+    pub currency: Currency,
+    pub captured: Decimal,
+    pub refunded: Decimal,
+    pub capture_count: u32,
+}
+
+#[async_trait::async_trait]
+pub trait PaymentStore: Send + Sync + 'static {
+    /// Writes a new payment with its first gateway call, unless the order
+    /// already has a payment or is cancelled.
+    async fn create(&self, payment: Payment, first: NewAttempt) -> Result<Created, StoreError>;
+    async fn get(&self, id: PaymentId) -> Result<Payment, StoreError>;
+    async fn for_order(&self, order: OrderId) -> Result<Option<Payment>, StoreError>;
+    /// Records a gateway call before it is made; returns its sequence.
+    async fn record_attempt(&self, attempt: NewAttempt) -> Result<i64, StoreError>;
+    async fn attempts(&self, payment: PaymentId) -> Result<Vec<Attempt>, StoreError>;
+    async fn refunds(&self, payment: PaymentId) -> Result<Vec<Refund>, StoreError>;
+    async fn save(&self, write: PaymentWrite) -> Result<Saved, StoreError>;
+    /// Remembers that the order is cancelled and returns its payment as it
+    /// is at that moment, in one transaction.
+    async fn record_cancellation(
+        &self,
+        order: OrderId,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Payment>, StoreError>;
+    async fn is_cancelled(&self, order: OrderId) -> Result<bool, StoreError>;
+    async fn is_processed(&self, inbox: &InboxKey) -> Result<bool, StoreError>;
+    /// Records the inbox entry of an event that needs no other effect.
+    async fn mark_processed(&self, inbox: InboxKey) -> Result<Saved, StoreError>;
+    async fn totals(&self, order: OrderId) -> Result<Option<PaymentTotals>, StoreError>;
+    /// Every payment's totals, for the invariant checker.
+    async fn all_totals(&self) -> Result<Vec<PaymentTotals>, StoreError>;
+}
+
+pub struct SqlitePaymentStore {
+    db: Database,
+}
+
+impl SqlitePaymentStore {
+    pub fn new(db: Database) -> Self {
+        Self { db }
+    }
+}
+
+const PAYMENT_COLUMNS: &str = "id, order_id, customer_id, amount, currency, token, status, \
+     authorized, captured, refunded, capture_count, authorization_ref, capture_ref, \
+     failure_reason, version, created_at, updated_at";
+
+const REFUND_COLUMNS: &str =
+    "id, payment_id, amount, reason, status, gateway_ref, failure_reason, created_at, updated_at";
+
+fn bad(what: &str) -> StoreError {
+    StoreError::Other(anyhow::anyhow!("bad {what} in the payments database"))
+}
+
+fn decimal(s: &str) -> Result<Decimal, StoreError> {
+    Decimal::from_str(s).map_err(|_| bad("decimal"))
+}
+
+fn payment_row(row: &Row<'_>) -> Result<Payment, StoreError> {
+    let get = |i: usize| -> Result<String, StoreError> { row.get(i).map_err(store_error) };
+    let capture_count: i64 = row.get(10).map_err(store_error)?;
+    Ok(Payment {
+        id: PaymentId::parse(&get(0)?).map_err(|_| bad("payment id"))?,
+        order_id: OrderId::parse(&get(1)?).map_err(|_| bad("order id"))?,
+        customer_id: ClientId::parse(&get(2)?).map_err(|_| bad("customer id"))?,
+        amount: decimal(&get(3)?)?,
+        currency: Currency::parse(&get(4)?).map_err(|_| bad("currency"))?,
+        token: get(5)?,
+        status: PaymentStatus::parse(&get(6)?).ok_or_else(|| bad("status"))?,
+        authorized: decimal(&get(7)?)?,
+        captured: decimal(&get(8)?)?,
+        refunded: decimal(&get(9)?)?,
+        capture_count: u32::try_from(capture_count).map_err(|_| bad("capture count"))?,
+        authorization_ref: row.get(11).map_err(store_error)?,
+        capture_ref: row.get(12).map_err(store_error)?,
+        failure_reason: row.get(13).map_err(store_error)?,
+        version: row.get(14).map_err(store_error)?,
+        created_at: time::from_sql(&get(15)?)?,
+        updated_at: time::from_sql(&get(16)?)?,
+    })
+}
+
+fn refund_row(row: &Row<'_>) -> Result<Refund, StoreError> {
+    let get = |i: usize| -> Result<String, StoreError> { row.get(i).map_err(store_error) };
+    Ok(Refund {
+        id: RefundId::parse(&get(0)?).map_err(|_| bad("refund id"))?,
+        payment_id: PaymentId::parse(&get(1)?).map_err(|_| bad("payment id"))?,
+        amount: decimal(&get(2)?)?,
+        reason: get(3)?,
+        status: RefundStatus::parse(&get(4)?).ok_or_else(|| bad("refund status"))?,
+        gateway_ref: row.get(5).map_err(store_error)?,
+        failure_reason: row.get(6).map_err(store_error)?,
+        created_at: time::from_sql(&get(7)?)?,
+        updated_at: time::from_sql(&get(8)?)?,
+    })
+}
+
+fn attempt_row(row: &Row<'_>) -> Result<Attempt, StoreError> {
+    let get = |i: usize| -> Result<String, StoreError> { row.get(i).map_err(store_error) };
+    let opt = |i: usize| -> Result<Option<String>, StoreError> { row.get(i).map_err(store_error) };
+    Ok(Attempt {
+        payment_id: PaymentId::parse(&get(0)?).map_err(|_| bad("payment id"))?,
+        seq: row.get(1).map_err(store_error)?,
+        operation: Operation::parse(&get(2)?).ok_or_else(|| bad("operation"))?,
+        idempotency_key: get(3)?,
+        amount: opt(4)?.map(|a| decimal(&a)).transpose()?,
+        refund_id: opt(5)?
+            .map(|r| RefundId::parse(&r).map_err(|_| bad("refund id")))
+            .transpose()?,
+        outcome: opt(6)?
+            .map(|o| Outcome::parse(&o).ok_or_else(|| bad("outcome")))
+            .transpose()?,
+        detail: opt(7)?,
+        started_at: time::from_sql(&get(8)?)?,
+        finished_at: opt(9)?.map(|t| time::from_sql(&t)).transpose()?,
+    })
+}
+
+fn query_payments(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<Payment>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql).map_err(store_error)?;
+    let mut rows = stmt.query(params).map_err(store_error)?;
+    let mut payments = Vec::new();
+    while let Some(row) = rows.next().map_err(store_error)? {
+        payments.push(payment_row(row)?);
+    }
+    Ok(payments)
+}
+
+fn payment_for_order(conn: &Connection, order: OrderId) -> Result<Option<Payment>, StoreError> {
+    Ok(query_payments(
+        conn,
+        &format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE order_id = ?1"),
+        [order.to_string()],
+    )?
+    .pop())
+}
+
+fn insert_attempt(tx: &WriteTx<'_>, attempt: &NewAttempt) -> Result<i64, StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO payment_attempts
+            (payment_id, seq, operation, idempotency_key, amount, refund_id, started_at)
+         SELECT ?1, coalesce(max(seq), 0) + 1, ?2, ?3, ?4, ?5, ?6
+         FROM payment_attempts WHERE payment_id = ?1
+         RETURNING seq",
+    )
+    .and_then(|mut s| {
+        s.query_row(
+            params![
+                attempt.payment_id.to_string(),
+                attempt.operation.as_str(),
+                attempt.idempotency_key,
+                attempt.amount.map(|a| a.to_string()),
+                attempt.refund_id.map(|r| r.to_string()),
+                time::to_sql(attempt.started_at),
+            ],
+            |r| r.get(0),
+        )
+    })
+    .map_err(store_error)
+}
+
+fn insert_payment(tx: &WriteTx<'_>, p: &Payment) -> Result<(), StoreError> {
+    tx.prepare_cached(&format!(
+        "INSERT INTO payments ({PAYMENT_COLUMNS})
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+    ))
+    .and_then(|mut s| {
+        s.execute(params![
+            p.id.to_string(),
+            p.order_id.to_string(),
+            p.customer_id.to_string(),
+            p.amount.to_string(),
+            p.currency.as_str(),
+            p.token,
+            p.status.as_str(),
+            p.authorized.to_string(),
+            p.captured.to_string(),
+            p.refunded.to_string(),
+            p.capture_count,
+            p.authorization_ref,
+            p.capture_ref,
+            p.failure_reason,
+            p.version,
+            time::to_sql(p.created_at),
+            time::to_sql(p.updated_at),
+        ])
+    })
+    .map_err(store_error)?;
+    Ok(())
+}
+
+fn update_payment(tx: &WriteTx<'_>, p: &Payment, expected_version: i64) -> Result<(), StoreError> {
+    let changed = tx
+        .prepare_cached(
+            "UPDATE payments SET status = ?1, authorized = ?2, captured = ?3, refunded = ?4,
+                capture_count = ?5, authorization_ref = ?6, capture_ref = ?7,
+                failure_reason = ?8, version = ?9, updated_at = ?10
+             WHERE id = ?11 AND version = ?12",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                p.status.as_str(),
+                p.authorized.to_string(),
+                p.captured.to_string(),
+                p.refunded.to_string(),
+                p.capture_count,
+                p.authorization_ref,
+                p.capture_ref,
+                p.failure_reason,
+                p.version,
+                time::to_sql(p.updated_at),
+                p.id.to_string(),
+                expected_version,
+            ])
+        })
+        .map_err(store_error)?;
+    if changed == 0 {
+        return Err(StoreError::Conflict(format!(
+            "payment {} is no longer at version {expected_version}",
+            p.id
+        )));
+    }
+    Ok(())
+}
+
+fn finish_attempt(tx: &WriteTx<'_>, result: &AttemptResult) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "UPDATE payment_attempts SET outcome = ?1, detail = ?2, finished_at = ?3
+         WHERE payment_id = ?4 AND seq = ?5",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            result.outcome.as_str(),
+            result.detail,
+            time::to_sql(result.at),
+            result.payment_id.to_string(),
+            result.seq,
+        ])
+    })
+    .map_err(store_error)?;
+    Ok(())
+}
+
+fn upsert_refund(tx: &WriteTx<'_>, r: &Refund) -> Result<(), StoreError> {
+    tx.prepare_cached(&format!(
+        "INSERT INTO refunds ({REFUND_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT (id) DO UPDATE SET status = excluded.status,
+            gateway_ref = excluded.gateway_ref, failure_reason = excluded.failure_reason,
+            updated_at = excluded.updated_at"
+    ))
+    .and_then(|mut s| {
+        s.execute(params![
+            r.id.to_string(),
+            r.payment_id.to_string(),
+            r.amount.to_string(),
+            r.reason,
+            r.status.as_str(),
+            r.gateway_ref,
+            r.failure_reason,
+            time::to_sql(r.created_at),
+            time::to_sql(r.updated_at),
+        ])
+    })
+    .map_err(store_error)?;
+    Ok(())
+}
+
+fn totals_of(p: Payment) -> PaymentTotals {
+    PaymentTotals {
+        order_id: p.order_id,
+        payment_id: p.id,
+        status: p.status,
+        currency: p.currency,
+        captured: p.captured,
+        refunded: p.refunded,
+        capture_count: p.capture_count,
+    }
+}
+
+#[async_trait::async_trait]
+impl PaymentStore for SqlitePaymentStore {
+    async fn create(&self, payment: Payment, first: NewAttempt) -> Result<Created, StoreError> {
+        self.db
+            .write(move |tx| {
+                let cancelled: Option<i64> = tx
+                    .prepare_cached("SELECT 1 FROM cancelled_orders WHERE order_id = ?1")
+                    .and_then(|mut s| {
+                        s.query_row([payment.order_id.to_string()], |r| r.get(0))
+                            .optional()
+                    })
+                    .map_err(store_error)?;
+                if cancelled.is_some() {
+                    return Ok(Created::OrderCancelled);
+                }
+                if let Some(existing) = payment_for_order(tx, payment.order_id)? {
+                    return Ok(Created::Existing(Box::new(existing)));
+                }
+                insert_payment(tx, &payment)?;
+                let attempt = insert_attempt(tx, &first)?;
+                Ok(Created::Created { attempt })
+            })
+            .await
+    }
+
+    async fn get(&self, id: PaymentId) -> Result<Payment, StoreError> {
+        self.db
+            .read(move |conn| {
+                query_payments(
+                    conn,
+                    &format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = ?1"),
+                    [id.to_string()],
+                )?
+                .pop()
+                .ok_or(StoreError::NotFound)
+            })
+            .await
+    }
+
+    async fn for_order(&self, order: OrderId) -> Result<Option<Payment>, StoreError> {
+        self.db
+            .read(move |conn| payment_for_order(conn, order))
+            .await
+    }
+
+    async fn record_attempt(&self, attempt: NewAttempt) -> Result<i64, StoreError> {
+        self.db.write(move |tx| insert_attempt(tx, &attempt)).await
+    }
+
+    async fn attempts(&self, payment: PaymentId) -> Result<Vec<Attempt>, StoreError> {
+        self.db
+            .read(move |conn| {
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT payment_id, seq, operation, idempotency_key, amount, refund_id,
+                            outcome, detail, started_at, finished_at
+                         FROM payment_attempts WHERE payment_id = ?1 ORDER BY seq",
+                    )
+                    .map_err(store_error)?;
+                let mut rows = stmt.query([payment.to_string()]).map_err(store_error)?;
+                let mut attempts = Vec::new();
+                while let Some(row) = rows.next().map_err(store_error)? {
+                    attempts.push(attempt_row(row)?);
+                }
+                Ok(attempts)
+            })
+            .await
+    }
+
+    async fn refunds(&self, payment: PaymentId) -> Result<Vec<Refund>, StoreError> {
+        self.db
+            .read(move |conn| {
+                let mut stmt = conn
+                    .prepare_cached(&format!(
+                        "SELECT {REFUND_COLUMNS} FROM refunds WHERE payment_id = ?1 ORDER BY id"
+                    ))
+                    .map_err(store_error)?;
+                let mut rows = stmt.query([payment.to_string()]).map_err(store_error)?;
+                let mut refunds = Vec::new();
+                while let Some(row) = rows.next().map_err(store_error)? {
+                    refunds.push(refund_row(row)?);
+                }
+                Ok(refunds)
+            })
+            .await
+    }
+
+    async fn save(&self, write: PaymentWrite) -> Result<Saved, StoreError> {
+        self.db
+            .write(move |tx| {
+                if let Some(key) = &write.inbox
+                    && !inbox_record(tx, &key.consumer, &key.event_id)?
+                {
+                    return Ok(Saved::Duplicate);
+                }
+                if let Some((payment, expected_version)) = &write.payment {
+                    update_payment(tx, payment, *expected_version)?;
+                }
+                if let Some(result) = &write.finished {
+                    finish_attempt(tx, result)?;
+                }
+                if let Some(refund) = &write.refund {
+                    upsert_refund(tx, refund)?;
+                }
+                let next_attempt = write
+                    .next_attempt
+                    .as_ref()
+                    .map(|a| insert_attempt(tx, a))
+                    .transpose()?;
+                for event in &write.events {
+                    outbox_append(tx, event)?;
+                }
+                Ok(Saved::Done { next_attempt })
+            })
+            .await
+    }
+
+    async fn record_cancellation(
+        &self,
+        order: OrderId,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Payment>, StoreError> {
+        let reason = reason.to_owned();
+        self.db
+            .write(move |tx| {
+                tx.prepare_cached(
+                    "INSERT INTO cancelled_orders (order_id, reason, cancelled_at)
+                     VALUES (?1, ?2, ?3) ON CONFLICT (order_id) DO NOTHING",
+                )
+                .and_then(|mut s| s.execute(params![order.to_string(), reason, time::to_sql(at)]))
+                .map_err(store_error)?;
+                payment_for_order(tx, order)
+            })
+            .await
+    }
+
+    async fn is_cancelled(&self, order: OrderId) -> Result<bool, StoreError> {
+        self.db
+            .read(move |conn| {
+                conn.prepare_cached("SELECT 1 FROM cancelled_orders WHERE order_id = ?1")
+                    .and_then(|mut s| {
+                        s.query_row([order.to_string()], |r| r.get::<_, i64>(0))
+                            .optional()
+                    })
+                    .map(|found| found.is_some())
+                    .map_err(store_error)
+            })
+            .await
+    }
+
+    async fn is_processed(&self, inbox: &InboxKey) -> Result<bool, StoreError> {
+        let inbox = inbox.clone();
+        self.db
+            .read(move |conn| {
+                conn.prepare_cached("SELECT 1 FROM inbox WHERE consumer = ?1 AND event_id = ?2")
+                    .and_then(|mut s| {
+                        s.query_row(params![inbox.consumer, inbox.event_id], |r| {
+                            r.get::<_, i64>(0)
+                        })
+                        .optional()
+                    })
+                    .map(|found| found.is_some())
+                    .map_err(store_error)
+            })
+            .await
+    }
+
+    async fn mark_processed(&self, inbox: InboxKey) -> Result<Saved, StoreError> {
+        self.db
+            .write(move |tx| {
+                Ok(if inbox_record(tx, &inbox.consumer, &inbox.event_id)? {
+                    Saved::Done { next_attempt: None }
+                } else {
+                    Saved::Duplicate
+                })
+            })
+            .await
+    }
+
+    async fn totals(&self, order: OrderId) -> Result<Option<PaymentTotals>, StoreError> {
+        Ok(self.for_order(order).await?.map(totals_of))
+    }
+
+    async fn all_totals(&self) -> Result<Vec<PaymentTotals>, StoreError> {
+        let payments = self
+            .db
+            .read(|conn| {
+                query_payments(
+                    conn,
+                    &format!("SELECT {PAYMENT_COLUMNS} FROM payments ORDER BY order_id"),
+                    [],
+                )
+            })
+            .await?;
+        Ok(payments.into_iter().map(totals_of).collect())
+    }
+}
