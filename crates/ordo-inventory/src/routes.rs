@@ -99,7 +99,7 @@ pub struct ProductQuery {
     responses((status = 200, body = ProductPage), (status = 422, body = ordo_http::Problem)))]
 async fn list_products(
     State(state): State<InventoryState>,
-    _principal: Principal,
+    principal: Principal,
     Query(q): Query<ProductQuery>,
 ) -> Result<axum::Json<ProductPage>, ApiError> {
     let limit = q.limit.unwrap_or(50).clamp(1, 200) as usize;
@@ -110,10 +110,19 @@ async fn list_products(
                 .map_err(|_| ApiError::field("cursor", "is not a cursor this API issued"))
         })
         .transpose()?;
-    let seller = q
+    let mut seller = q
         .seller
         .map(|s| ClientId::parse(&s).map_err(|_| ApiError::field("seller", "is not a client id")))
         .transpose()?;
+    // A seller manages its own catalog: its list holds its products only.
+    if principal.role == Role::Seller {
+        if seller.is_some_and(|s| s != principal.client_id) {
+            return Err(ApiError::Forbidden(
+                "sellers list their own products only".to_owned(),
+            ));
+        }
+        seller = Some(principal.client_id);
+    }
     let mut products = state.products.list(seller, after, limit + 1).await?;
     let next_cursor = if products.len() > limit {
         products.truncate(limit);
