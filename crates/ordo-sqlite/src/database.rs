@@ -139,8 +139,6 @@ fn configure(conn: &Connection, busy_timeout: Duration) -> rusqlite::Result<()> 
     // Each command of a group runs in a savepoint, whose sub-journal would
     // otherwise be written to a temporary file for every command.
     conn.pragma_update(None, "temp_store", "MEMORY")?;
-    // 64 MiB of page cache per connection (negative: KiB).
-    conn.pragma_update(None, "cache_size", -65536)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(())
 }
