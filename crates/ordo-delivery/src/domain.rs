@@ -17,61 +17,7 @@ use ordo_events::{
     ShipmentWaypointReached, StockLine,
 };
 use ordo_kernel::{ClientId, OrderId};
-use ulid::Ulid;
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("expected an id of the form {prefix}<26 characters>")]
-pub struct IdParseError {
-    pub prefix: &'static str,
-}
-
-/// Ids of the delivery context: a ULID behind a type prefix, like the
-/// kernel's ids.
-macro_rules! delivery_id {
-    ($(#[$meta:meta])* $name:ident, $prefix:literal) => {
-        $(#[$meta])*
-        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-        pub struct $name(Ulid);
-
-        impl $name {
-            pub const PREFIX: &'static str = $prefix;
-
-            pub fn from_ulid(ulid: Ulid) -> Self {
-                Self(ulid)
-            }
-
-            pub fn parse(s: &str) -> Result<Self, IdParseError> {
-                s.strip_prefix($prefix)
-                    .and_then(|rest| Ulid::from_string(rest).ok())
-                    .map(Self)
-                    .ok_or(IdParseError { prefix: $prefix })
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{}{}", $prefix, self.0)
-            }
-        }
-
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                fmt::Display::fmt(self, f)
-            }
-        }
-    };
-}
-
-delivery_id!(
-    /// A shipment: everything an order ships in.
-    ShipmentId,
-    "shp_"
-);
-delivery_id!(
-    /// A parcel: what one seller hands to the courier.
-    ParcelId,
-    "prc_"
-);
+pub use ordo_kernel::{IdParseError, ParcelId, ShipmentId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ShipmentStatus {
@@ -608,6 +554,8 @@ impl CourierLogEntry {
 
 #[cfg(test)]
 mod tests {
+    use ulid::Ulid;
+
     use ordo_events::OrderLine;
     use ordo_kernel::{Currency, ProductId};
 

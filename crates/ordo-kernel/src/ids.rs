@@ -106,6 +106,26 @@ prefixed_id!(
     ClientId,
     "cli_"
 );
+prefixed_id!(
+    /// A payment: the money side of one order.
+    PaymentId,
+    "pay_"
+);
+prefixed_id!(
+    /// A refund of (part of) a captured payment.
+    RefundId,
+    "ref_"
+);
+prefixed_id!(
+    /// A shipment: everything an order ships in.
+    ShipmentId,
+    "shp_"
+);
+prefixed_id!(
+    /// A parcel: what one seller hands to the courier for a shipment.
+    ParcelId,
+    "prc_"
+);
 
 #[cfg(test)]
 mod tests {

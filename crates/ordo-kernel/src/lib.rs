@@ -11,5 +11,7 @@ pub mod money;
 
 pub use clock::{Clock, IdGen, SystemClock, UlidGen};
 pub use error::StoreError;
-pub use ids::{ClientId, EventId, OrderId, ProductId};
+pub use ids::{
+    ClientId, EventId, IdParseError, OrderId, ParcelId, PaymentId, ProductId, RefundId, ShipmentId,
+};
 pub use money::{Currency, Quantity};

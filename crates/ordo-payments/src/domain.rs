@@ -7,90 +7,11 @@
 //! refunded ≤ captured.
 
 use std::fmt;
-use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use ordo_kernel::{ClientId, Currency, OrderId};
+pub use ordo_kernel::{IdParseError, PaymentId, RefundId};
 use rust_decimal::Decimal;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use ulid::Ulid;
-
-macro_rules! payments_id {
-    ($(#[$meta:meta])* $name:ident, $prefix:literal) => {
-        $(#[$meta])*
-        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-        pub struct $name(Ulid);
-
-        impl $name {
-            pub const PREFIX: &'static str = $prefix;
-
-            pub fn from_ulid(ulid: Ulid) -> Self {
-                Self(ulid)
-            }
-
-            pub fn parse(s: &str) -> Result<Self, ordo_kernel::ids::IdParseError> {
-                s.strip_prefix($prefix)
-                    .and_then(|rest| Ulid::from_string(rest).ok())
-                    .map(Self)
-                    .ok_or(ordo_kernel::ids::IdParseError { prefix: $prefix })
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{}{}", $prefix, self.0)
-            }
-        }
-
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                fmt::Display::fmt(self, f)
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = ordo_kernel::ids::IdParseError;
-            fn from_str(s: &str) -> Result<Self, Self::Err> {
-                Self::parse(s)
-            }
-        }
-
-        impl Serialize for $name {
-            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                serializer.collect_str(self)
-            }
-        }
-
-        impl<'de> Deserialize<'de> for $name {
-            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                let s = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-                Self::parse(&s).map_err(serde::de::Error::custom)
-            }
-        }
-
-        impl utoipa::PartialSchema for $name {
-            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-                utoipa::openapi::ObjectBuilder::new()
-                    .schema_type(utoipa::openapi::schema::Type::String)
-                    .examples([concat!($prefix, "01JC0000000000000000000000")])
-                    .into()
-            }
-        }
-
-        impl utoipa::ToSchema for $name {}
-    };
-}
-
-payments_id!(
-    /// A payment: the money side of one order.
-    PaymentId,
-    "pay_"
-);
-payments_id!(
-    /// A refund of (part of) a captured payment.
-    RefundId,
-    "ref_"
-);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PaymentStatus {
@@ -573,6 +494,10 @@ pub fn unavailable_count(attempts: &[Attempt], operation: Operation) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use std::str::FromStr;
+
+    use ulid::Ulid;
+
     use super::*;
 
     fn dec(s: &str) -> Decimal {
