@@ -139,7 +139,7 @@ impl TestApp {
 
     /// Polls the order until its status is `status`.
     pub async fn wait_for_status(&self, token: &str, order_id: &str, status: &str) -> Value {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             let last: Value = self
                 .get(token, &format!("/v1/orders/{order_id}"))
@@ -308,13 +308,13 @@ pub fn order_body(product_id: &str, quantity: i64) -> Value {
     })
 }
 
-/// Polls `condition` until it holds, for at most 15 seconds.
+/// Polls `condition` until it holds, for at most 30 seconds.
 pub async fn eventually<F, Fut>(what: &str, mut condition: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         if condition().await {
             return;
