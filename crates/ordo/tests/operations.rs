@@ -44,6 +44,10 @@ async fn health_metrics_and_the_api_description_are_served() {
     assert!(metrics.contains("http_request_duration_seconds_bucket"));
     assert!(metrics.contains(r#"ordo_outbox_backlog{service="orders"}"#));
     assert!(metrics.contains("ordo_bus_deliveries_total"));
+    assert!(
+        metrics.contains("ordo_payments_gateway_breaker_state 0"),
+        "the breaker is closed: {metrics}"
+    );
 
     let spec: Value = app
         .http
