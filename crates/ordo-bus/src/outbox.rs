@@ -32,4 +32,17 @@ pub trait OutboxStore: Send + Sync + 'static {
     /// Every event still held about `subject`, published or not, in outbox
     /// order (published rows are kept for a retention period).
     async fn events_for_subject(&self, subject: &str) -> Result<Vec<Envelope>, StoreError>;
+    /// Deletes outbox rows published before `published_before` and inbox
+    /// rows recorded before `processed_before`; how many of each.
+    ///
+    /// Inbox rows must outlive every redelivery: keep them for days, far
+    /// beyond the broker's duplicate window.
+    async fn purge(
+        &self,
+        published_before: chrono::DateTime<chrono::Utc>,
+        processed_before: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(u64, u64), StoreError> {
+        let _ = (published_before, processed_before);
+        Ok((0, 0))
+    }
 }

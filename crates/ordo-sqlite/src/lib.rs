@@ -29,11 +29,18 @@ pub use outbox::{SqliteOutbox, inbox_record, outbox_append};
 /// Migrations of the tables every service database carries.
 pub const PLATFORM_MIGRATIONS: MigrationSet = MigrationSet {
     name: "platform",
-    migrations: &[Migration {
-        version: 1,
-        name: "outbox, inbox and idempotency keys",
-        sql: include_str!("../migrations/platform/0001_outbox_inbox_idempotency.sql"),
-    }],
+    migrations: &[
+        Migration {
+            version: 1,
+            name: "outbox, inbox and idempotency keys",
+            sql: include_str!("../migrations/platform/0001_outbox_inbox_idempotency.sql"),
+        },
+        Migration {
+            version: 2,
+            name: "retention indexes",
+            sql: include_str!("../migrations/platform/0002_retention_indexes.sql"),
+        },
+    ],
 };
 
 /// Migrations of the bus database (dead letters).

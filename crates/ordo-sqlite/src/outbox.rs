@@ -184,6 +184,30 @@ impl OutboxStore for SqliteOutbox {
             .await
     }
 
+    async fn purge(
+        &self,
+        published_before: chrono::DateTime<Utc>,
+        processed_before: chrono::DateTime<Utc>,
+    ) -> Result<(u64, u64), StoreError> {
+        self.db
+            .write(move |tx| {
+                let outbox = tx
+                    .execute(
+                        "DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < ?1",
+                        [time::to_sql(published_before)],
+                    )
+                    .map_err(store_error)?;
+                let inbox = tx
+                    .execute(
+                        "DELETE FROM inbox WHERE processed_at < ?1",
+                        [time::to_sql(processed_before)],
+                    )
+                    .map_err(store_error)?;
+                Ok((outbox as u64, inbox as u64))
+            })
+            .await
+    }
+
     async fn backlog(&self) -> Result<u64, StoreError> {
         self.db
             .read(|conn| {

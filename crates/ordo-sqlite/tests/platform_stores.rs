@@ -719,3 +719,29 @@ async fn a_relay_over_sqlite_delivers_committed_events_and_parks_a_poison_one() 
     assert_eq!(letters[0].attempts, 2);
     relay.drain().await;
 }
+
+#[tokio::test]
+async fn the_purge_keeps_unpublished_rows_and_recent_inbox_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = service_db(&dir);
+    let events = [noted("ord_1", 1), noted("ord_1", 2)];
+    append(&db, &events).await;
+    assert!(record(&db, "c", "evt_a").await);
+    let outbox = SqliteOutbox::new("orders", db.clone());
+    let rows = outbox.claim(10).await.unwrap();
+    outbox.mark_published(&[rows[0].seq]).await.unwrap();
+
+    let long_ago = chrono::Utc::now() - chrono::Duration::days(1);
+    assert_eq!(
+        outbox.purge(long_ago, long_ago).await.unwrap(),
+        (0, 0),
+        "nothing old yet"
+    );
+
+    let later = chrono::Utc::now() + chrono::Duration::seconds(1);
+    assert_eq!(outbox.purge(later, later).await.unwrap(), (1, 1));
+    // The unpublished row stays, and stays claimable.
+    assert_eq!(outbox.backlog().await.unwrap(), 1);
+    assert_eq!(outbox.events_for_subject("ord_1").await.unwrap().len(), 1);
+    assert_eq!(inbox_rows(&db).await, 0);
+}

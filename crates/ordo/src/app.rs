@@ -392,12 +392,12 @@ impl App {
                     .serve(listener, stop.clone().cancelled_owned()),
             )
         });
+        let purger = tokio::spawn(maintenance(idempotency, outboxes.clone(), stop.clone()));
         let relays: Vec<_> = outboxes
             .into_iter()
             .map(|outbox| Relay::new(outbox, Arc::new(bus.clone())).spawn(config.shutdown_grace))
             .collect();
         let replayer = tokio::spawn(bus.clone().run_replayer(config.dlq_poll_interval));
-        let purger = tokio::spawn(purge_idempotency_keys(idempotency, stop.clone()));
         let expiry = tokio::spawn(inventory.run_expiry(stop.clone()));
         let courier = match config.courier_sim {
             CourierSim::Pace(pace) => {
@@ -434,20 +434,45 @@ impl App {
     }
 }
 
-/// Deletes idempotency keys past their retention, hourly.
-async fn purge_idempotency_keys(layers: Vec<Idempotency>, stop: CancellationToken) {
+/// Published outbox rows are kept this long, as a record of what a
+/// service said.
+const OUTBOX_RETENTION: chrono::Duration = chrono::Duration::days(7);
+/// Inbox rows are kept far longer than any redelivery can come late.
+const INBOX_RETENTION: chrono::Duration = chrono::Duration::days(14);
+
+/// Hourly housekeeping: idempotency keys past their retention, published
+/// outbox rows and old inbox rows.
+async fn maintenance(
+    layers: Vec<Idempotency>,
+    outboxes: Vec<Arc<dyn OutboxStore>>,
+    stop: CancellationToken,
+) {
     loop {
+        let now = chrono::Utc::now();
         for idempotency in &layers {
             let retention = chrono::Duration::from_std(idempotency.retention())
                 .unwrap_or(chrono::Duration::days(1));
-            match idempotency
-                .store()
-                .purge(chrono::Utc::now() - retention)
-                .await
-            {
+            match idempotency.store().purge(now - retention).await {
                 Ok(0) => {}
                 Ok(n) => info!(purged = n, "expired idempotency keys deleted"),
                 Err(err) => warn!(error = %err, "could not purge idempotency keys"),
+            }
+        }
+        for outbox in &outboxes {
+            match outbox
+                .purge(now - OUTBOX_RETENTION, now - INBOX_RETENTION)
+                .await
+            {
+                Ok((0, 0)) => {}
+                Ok((published, inbox)) => {
+                    info!(
+                        service = outbox.service(),
+                        published, inbox, "old outbox and inbox rows deleted"
+                    );
+                }
+                Err(err) => {
+                    warn!(service = outbox.service(), error = %err, "could not purge the outbox and inbox")
+                }
             }
         }
         tokio::select! {

@@ -1,0 +1,82 @@
+//! Benchmark tools. Each prints figures; none asserts a timing.
+//!
+//! - `ordo bench http`: a load generator over the real HTTP API of a
+//!   running server (open or closed loop, HDR histograms, a markdown table
+//!   and JSON);
+//! - `ordo bench saga`: the create → paid latency at a constant rate, an
+//!   alias of `ordo bench http --scenario saga-paid --mode open`;
+//! - `ordo bench group-commit`: commit throughput of the SQLite writer.
+
+mod api;
+mod commit;
+mod http;
+mod proc;
+mod report;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Subcommand;
+
+pub use http::{HttpArgs, Mode, Scenario};
+
+use crate::config::Config;
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Load over the real HTTP API of a running server: open loop at a
+    /// constant rate or closed loop with N requests in flight; latency
+    /// percentiles from HDR histograms, errors by status, a markdown
+    /// table and optionally JSON.
+    Http(Box<HttpArgs>),
+    /// Saga latency, order.created → order.paid, read from the timelines of
+    /// orders placed at a constant rate against a running server. The same
+    /// as `bench http --scenario saga-paid --mode open --rate R` for
+    /// ORDERS / R seconds, without a warm-up.
+    Saga {
+        /// The server's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// The server's demo credentials file.
+        #[arg(long, default_value = "ordo-data/demo-credentials.json")]
+        credentials: PathBuf,
+        #[arg(long, default_value_t = 300)]
+        orders: u32,
+        /// Orders per second, open loop.
+        #[arg(long, default_value_t = 100)]
+        rate: u32,
+    },
+    /// Commit throughput of the SQLite writer: the create-order transaction
+    /// (order, items, outbox row), with group commit and with one commit
+    /// per transaction, from the same number of concurrent writers.
+    GroupCommit {
+        /// Concurrent writers.
+        #[arg(long, default_value_t = 64)]
+        writers: usize,
+        /// Seconds each mode runs.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
+}
+
+pub async fn run(config: &Config, command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::GroupCommit { writers, seconds } => {
+            commit::group_commit(config, writers, seconds).await
+        }
+        BenchCommand::Http(args) => http::run(*args).await,
+        BenchCommand::Saga {
+            url,
+            credentials,
+            orders,
+            rate,
+        } => {
+            let rate = f64::from(rate.max(1));
+            let mut args = HttpArgs::new(url, credentials, Scenario::SagaPaid);
+            args.rate = rate;
+            args.warmup = Duration::ZERO;
+            args.duration = Duration::from_secs_f64(f64::from(orders) / rate);
+            http::run(args).await
+        }
+    }
+}
