@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use ordo_bus::{Consumer, Envelope, EventContext, EventPayload, Handler, HandlerError};
-use ordo_events::{OrderCancelled, OrderPaid};
+use ordo_events::{OrderCancellationRequested, OrderCancelled, OrderPaid, ShipmentCancelled};
 use ordo_kernel::StoreError;
 use tracing::{debug, info, warn};
 
@@ -43,7 +43,8 @@ impl Handler for OrderReactions {
     async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
         match event.event_type.as_str() {
             OrderPaid::TYPE => self.order_paid(event).await,
-            OrderCancelled::TYPE => self.order_cancelled(event).await,
+            OrderCancelled::TYPE => self.order_cancelled(event, false).await,
+            OrderCancellationRequested::TYPE => self.order_cancelled(event, true).await,
             other => Err(anyhow::anyhow!("{ORDERS_CONSUMER} does not take {other}").into()),
         }
     }
@@ -94,9 +95,37 @@ impl OrderReactions {
 
     /// Cancels the order's shipment before the pickup, or remembers the
     /// cancellation when the order has no shipment yet.
-    async fn order_cancelled(&self, event: &Envelope) -> Result<(), HandlerError> {
-        let cancelled = event.decode::<OrderCancelled>()?;
-        let order = cancelled.order_id;
+    ///
+    /// A *request* to cancel a paid order is answered: `shipment.cancelled`
+    /// when the shipment was called off (or never existed), nothing when a
+    /// courier already picked it up — that pickup, on its way to orders,
+    /// settles it.
+    async fn order_cancelled(&self, event: &Envelope, answer: bool) -> Result<(), HandlerError> {
+        let (order, reason) = if answer {
+            let requested = event.decode::<OrderCancellationRequested>()?;
+            (requested.order_id, requested.reason)
+        } else {
+            let cancelled = event.decode::<OrderCancelled>()?;
+            (cancelled.order_id, cancelled.reason)
+        };
+        let answer_with = |shipment_id: Option<String>| -> Result<Vec<Envelope>, HandlerError> {
+            if !answer {
+                return Ok(Vec::new());
+            }
+            let envelope = Envelope::new(
+                self.service.event_id(),
+                self.service.now(),
+                order.to_string(),
+                None,
+                &EventContext::caused_by(event),
+                &ShipmentCancelled {
+                    order_id: order,
+                    shipment_id,
+                },
+            )?
+            .with_actor(system_actor());
+            Ok(vec![envelope])
+        };
         let store = self.service.store();
         for _ in 0..TRANSITION_ATTEMPTS {
             let now = self.service.now();
@@ -105,8 +134,9 @@ impl OrderReactions {
                     store
                         .remember_cancelled(
                             order,
-                            cancelled.reason.clone(),
+                            reason.clone(),
                             now,
+                            answer_with(None)?,
                             inbox(ORDERS_CONSUMER, event),
                         )
                         .await
@@ -117,7 +147,7 @@ impl OrderReactions {
                             .save_transition(
                                 next,
                                 shipment.version,
-                                Vec::new(),
+                                answer_with(Some(shipment.id.to_string()))?,
                                 None,
                                 Some(inbox(ORDERS_CONSUMER, event)),
                             )
@@ -151,7 +181,11 @@ impl OrderReactions {
 pub fn consumers(service: Arc<DeliveryService>) -> Vec<Consumer> {
     vec![Consumer::new(
         ORDERS_CONSUMER,
-        &[OrderPaid::TYPE, OrderCancelled::TYPE],
+        &[
+            OrderPaid::TYPE,
+            OrderCancelled::TYPE,
+            OrderCancellationRequested::TYPE,
+        ],
         Arc::new(OrderReactions { service }),
     )]
 }

@@ -96,6 +96,7 @@ pub trait ShipmentStore: Send + Sync + 'static {
         order: OrderId,
         reason: String,
         at: DateTime<Utc>,
+        events: Vec<Envelope>,
         inbox: InboxKey,
     ) -> Result<Applied, StoreError>;
     /// Shipments still on their way, oldest first.
@@ -439,6 +440,7 @@ impl ShipmentStore for SqliteShipmentStore {
         order: OrderId,
         reason: String,
         at: DateTime<Utc>,
+        events: Vec<Envelope>,
         inbox: InboxKey,
     ) -> Result<Applied, StoreError> {
         self.db
@@ -460,6 +462,9 @@ impl ShipmentStore for SqliteShipmentStore {
                 )
                 .and_then(|mut s| s.execute(params![order, reason, time::to_sql(at)]))
                 .map_err(store_error)?;
+                for event in &events {
+                    outbox_append(tx, event)?;
+                }
                 Ok(Applied::Done)
             })
             .await

@@ -331,3 +331,31 @@ impl EventPayload for ShipmentFailed {
     const TYPE: &'static str = "shipment.failed.v1";
     const SOURCE: &'static str = DELIVERY_SOURCE;
 }
+
+/// The customer (or an admin) asked to cancel a paid order. Delivery
+/// answers: `shipment.cancelled` if nothing was picked up yet, otherwise
+/// the pickup already on its way settles it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderCancellationRequested {
+    pub order_id: OrderId,
+    pub reason: String,
+}
+
+impl EventPayload for OrderCancellationRequested {
+    const TYPE: &'static str = "order.cancellation_requested.v1";
+    const SOURCE: &'static str = ORDERS_SOURCE;
+}
+
+/// The order's shipment was called off before any pickup (or the order
+/// never got one).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShipmentCancelled {
+    pub order_id: OrderId,
+    /// `None` when the order had no shipment yet.
+    pub shipment_id: Option<String>,
+}
+
+impl EventPayload for ShipmentCancelled {
+    const TYPE: &'static str = "shipment.cancelled.v1";
+    const SOURCE: &'static str = DELIVERY_SOURCE;
+}

@@ -274,6 +274,17 @@ impl Checker {
                     "order.shipped" => OrderStatus::Shipped,
                     "order.delivered" => OrderStatus::Delivered,
                     "order.cancelled" => OrderStatus::Cancelled,
+                    // A request, not a transition: the status stays.
+                    "order.cancellation_requested" => {
+                        if status != Some(OrderStatus::Paid) {
+                            v(
+                                6,
+                                o.id.to_string(),
+                                "a cancellation requested of an unpaid order".to_owned(),
+                            );
+                        }
+                        continue;
+                    }
                     other => {
                         v(6, o.id.to_string(), format!("unknown order event {other}"));
                         continue;

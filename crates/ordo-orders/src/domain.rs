@@ -89,6 +89,18 @@ impl CancellationReason {
             Self::AdminCancelled => "admin_cancelled",
         }
     }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::OutOfStock,
+            Self::PaymentFailed,
+            Self::ReservationExpired,
+            Self::CustomerCancelled,
+            Self::AdminCancelled,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -120,9 +132,35 @@ pub struct Order {
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// A cancel asked of a paid order, waiting for delivery's answer: the
+    /// reason it will be cancelled with.
+    pub cancel_requested: Option<String>,
 }
 
 impl Order {
+    /// A paid order is cancelled only once delivery confirms that nothing
+    /// was picked up: record the request. Asking twice changes nothing.
+    pub fn request_cancel(
+        &self,
+        reason: CancellationReason,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Order>, TransitionError> {
+        if self.status != OrderStatus::Paid {
+            return Err(TransitionError {
+                from: self.status,
+                to: OrderStatus::Cancelled,
+            });
+        }
+        if self.cancel_requested.is_some() {
+            return Ok(None);
+        }
+        let mut order = self.clone();
+        order.cancel_requested = Some(reason.as_str().to_owned());
+        order.version += 1;
+        order.updated_at = now;
+        Ok(Some(order))
+    }
+
     pub fn lines(&self) -> Vec<OrderLine> {
         self.items
             .iter()
@@ -156,6 +194,10 @@ impl Order {
         let mut order = self.clone();
         order.status = next;
         order.cancellation_reason = reason.map(|r| r.as_str().to_owned());
+        if next == OrderStatus::Shipped {
+            // The courier had it first: a pending cancel request is refused.
+            order.cancel_requested = None;
+        }
         order.version += 1;
         order.updated_at = now;
         Ok(order)
@@ -377,6 +419,7 @@ mod tests {
             version: 1,
             created_at: now,
             updated_at: now,
+            cancel_requested: None,
         };
         let cancelled = order
             .transition(
@@ -408,6 +451,8 @@ pub enum SagaEvent {
     PaymentFailed,
     PickedUp,
     Delivered,
+    /// Delivery called the shipment off, answering a cancel request.
+    ShipmentCancelled,
 }
 
 /// What an order does with a saga event, given its current status.
@@ -443,6 +488,11 @@ pub fn react(status: OrderStatus, event: SagaEvent) -> Reaction {
         (PickedUp, Paid) => Transition(Shipped, None),
         (PickedUp, Pending | Confirmed) => NotYet,
         (SagaEvent::Delivered, Shipped) => Transition(OrderStatus::Delivered, None),
+        // The answer to a cancel request of a paid order; the reason is the
+        // one requested.
+        (ShipmentCancelled, Paid) => {
+            Transition(Cancelled, Some(CancellationReason::CustomerCancelled))
+        }
         (SagaEvent::Delivered, Pending | Confirmed | Paid) => NotYet,
         _ => Ignore,
     }
@@ -452,7 +502,8 @@ pub fn react(status: OrderStatus, event: SagaEvent) -> Reaction {
 mod saga_tests {
     use super::*;
 
-    const EVENTS: [SagaEvent; 7] = [
+    const EVENTS: [SagaEvent; 8] = [
+        SagaEvent::ShipmentCancelled,
         SagaEvent::StockReserved,
         SagaEvent::ReservationFailed,
         SagaEvent::ReservationExpired,

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use ordo_bus::{Consumer, Envelope, EventPayload, Handler, HandlerError};
 use ordo_events::{
     InventoryCommitted, InventoryReleased, InventoryReservationFailed, InventoryReserved,
-    ORDERS_SOURCE, OrderCancelled, OrderConfirmed, OrderCreated, OrderDelivered, OrderPaid,
-    OrderShipped, PaymentFailed, PaymentRefunded, PaymentSucceeded, ProductUpserted,
-    ShipmentCreated, ShipmentDelivered, ShipmentFailed, ShipmentPickedUp, ShipmentWaypointReached,
+    ORDERS_SOURCE, OrderCancellationRequested, OrderCancelled, OrderConfirmed, OrderCreated,
+    OrderDelivered, OrderPaid, OrderShipped, PaymentFailed, PaymentRefunded, PaymentSucceeded,
+    ProductUpserted, ShipmentCancelled, ShipmentCreated, ShipmentDelivered, ShipmentFailed,
+    ShipmentPickedUp, ShipmentWaypointReached,
 };
 use ordo_kernel::OrderId;
 
@@ -67,6 +68,7 @@ pub const TIMELINE_EVENTS: &[&str] = &[
     OrderPaid::TYPE,
     OrderShipped::TYPE,
     OrderDelivered::TYPE,
+    OrderCancellationRequested::TYPE,
     OrderCancelled::TYPE,
     InventoryReserved::TYPE,
     InventoryReservationFailed::TYPE,
@@ -80,6 +82,7 @@ pub const TIMELINE_EVENTS: &[&str] = &[
     ShipmentWaypointReached::TYPE,
     ShipmentDelivered::TYPE,
     ShipmentFailed::TYPE,
+    ShipmentCancelled::TYPE,
 ];
 
 /// The events of other services that move an order.
@@ -91,6 +94,7 @@ pub const SAGA_EVENTS: &[&str] = &[
     PaymentFailed::TYPE,
     ShipmentPickedUp::TYPE,
     ShipmentDelivered::TYPE,
+    ShipmentCancelled::TYPE,
 ];
 
 /// Moves orders along the saga as the other services report.
@@ -116,6 +120,7 @@ impl Handler for SagaHandler {
             PaymentFailed::TYPE => SagaEvent::PaymentFailed,
             ShipmentPickedUp::TYPE => SagaEvent::PickedUp,
             ShipmentDelivered::TYPE => SagaEvent::Delivered,
+            ShipmentCancelled::TYPE => SagaEvent::ShipmentCancelled,
             other => return Err(anyhow::anyhow!("the orders saga does not take {other}").into()),
         };
         self.service

@@ -278,6 +278,10 @@ pub struct OrderView {
     shipping_address: AddressView,
     attributes: serde_json::Value,
     version: i64,
+    /// A cancel asked of a paid order and waiting for delivery's answer:
+    /// the reason it will be cancelled with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cancellation_requested: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -316,6 +320,7 @@ impl From<Order> for OrderView {
             },
             attributes: o.attributes,
             version: o.version,
+            cancellation_requested: o.cancel_requested,
             created_at: o.created_at,
             updated_at: o.updated_at,
         }
@@ -529,23 +534,32 @@ async fn list_orders(
     }))
 }
 
-/// Cancel an order before it ships: stock and money are given back.
+/// Cancel an order before it ships: stock and money are given back. A
+/// paid order answers 202: the cancel waits for delivery to confirm that
+/// no courier picked it up (`cancellation_requested` on the order).
 #[utoipa::path(post, path = "/v1/orders/{id}/cancel", tag = "orders", params(("id" = String, Path)),
     security(("bearer" = [])),
-    responses((status = 200, body = OrderView), (status = 404, body = ordo_http::Problem),
-        (status = 409, body = ordo_http::Problem)))]
+    responses((status = 200, body = OrderView), (status = 202, body = OrderView),
+        (status = 404, body = ordo_http::Problem), (status = 409, body = ordo_http::Problem)))]
 async fn cancel_order(
     State(state): State<OrdersState>,
     principal: Principal,
     RequestId(request_id): RequestId,
     Path(id): Path<String>,
-) -> Result<axum::Json<OrderView>, ApiError> {
+) -> Result<Response, ApiError> {
     let context = EventContext::from_request(request_id);
     let order = state
         .service
         .cancel(&principal, parse_order_id(&id)?, &context)
         .await?;
-    Ok(axum::Json(order.into()))
+    // A paid order is cancelled once delivery confirms nothing left:
+    // the request is accepted, the order says so.
+    let status = if order.status == OrderStatus::Cancelled {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((status, axum::Json(OrderView::from(order))).into_response())
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use ordo_bus::{Envelope, EventContext};
 use ordo_events::{
-    Address, OrderCancelled, OrderConfirmed, OrderCreated, OrderDelivered, OrderPaid, OrderShipped,
+    Address, OrderCancellationRequested, OrderCancelled, OrderConfirmed, OrderCreated,
+    OrderDelivered, OrderPaid, OrderShipped,
 };
 use ordo_http::{Principal, Role};
 use ordo_kernel::{ClientId, Clock, EventId, IdGen, OrderId, StoreError};
@@ -171,6 +172,18 @@ impl OrdersService {
                 }
                 Reaction::Transition(next, reason) => (next, reason),
             };
+            let reason = match saga {
+                SagaEvent::ShipmentCancelled => order
+                    .cancel_requested
+                    .as_deref()
+                    .and_then(CancellationReason::parse)
+                    .or(reason),
+                _ => reason,
+            };
+            if saga == SagaEvent::ShipmentCancelled && order.cancel_requested.is_none() {
+                // Nobody asked: delivery answered another cancellation.
+                return Ok(());
+            }
             let changed = order.transition(next, reason, self.clock.now())?;
             let event = self.event_for(&order, &changed, &EventContext::caused_by(cause))?;
             match self
@@ -335,6 +348,7 @@ impl OrdersService {
             version: 1,
             created_at: now,
             updated_at: now,
+            cancel_requested: None,
         };
         let created = Envelope::new(
             self.event_id(),
@@ -444,6 +458,34 @@ impl OrdersService {
         };
         for _ in 0..TRANSITION_ATTEMPTS {
             let order = self.get(caller, id).await?;
+            if order.status == OrderStatus::Paid {
+                // A courier may be picking it up right now: ask delivery.
+                let Some(requested) = order.request_cancel(reason, self.clock.now())? else {
+                    return Ok(order);
+                };
+                let event = Envelope::new(
+                    self.event_id(),
+                    requested.updated_at,
+                    id.to_string(),
+                    Some(requested.version),
+                    context,
+                    &OrderCancellationRequested {
+                        order_id: id,
+                        reason: reason.as_str().to_owned(),
+                    },
+                )
+                .map_err(anyhow::Error::from)?
+                .with_actor(caller.client_id.to_string());
+                match self
+                    .store
+                    .save_transition(requested.clone(), order.version, vec![event], None)
+                    .await
+                {
+                    Ok(_) => return Ok(requested),
+                    Err(StoreError::Conflict(_)) => continue,
+                    Err(err) => return Err(err.into()),
+                }
+            }
             let cancelled =
                 order.transition(OrderStatus::Cancelled, Some(reason), self.clock.now())?;
             let event = Envelope::new(

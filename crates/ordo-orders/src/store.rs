@@ -21,11 +21,18 @@ pub const MIGRATIONS: [MigrationSet; 2] = [
     PLATFORM_MIGRATIONS,
     MigrationSet {
         name: "orders",
-        migrations: &[Migration {
-            version: 1,
-            name: "orders, items, catalog projection, timeline",
-            sql: include_str!("../migrations/0001_orders.sql"),
-        }],
+        migrations: &[
+            Migration {
+                version: 1,
+                name: "orders, items, catalog projection, timeline",
+                sql: include_str!("../migrations/0001_orders.sql"),
+            },
+            Migration {
+                version: 2,
+                name: "cancellation requests",
+                sql: include_str!("../migrations/0002_cancellation_requests.sql"),
+            },
+        ],
     },
 ];
 
@@ -130,7 +137,7 @@ impl SqliteOrderStore {
 }
 
 const ORDER_COLUMNS: &str = "id, customer_id, status, cancellation_reason, currency, total, market, \
-     shipping_address, payment_token, attributes, idempotency_key, version, created_at, updated_at";
+     shipping_address, payment_token, attributes, idempotency_key, version, created_at, updated_at, cancel_requested";
 
 fn bad(what: &str) -> StoreError {
     StoreError::Other(anyhow::anyhow!("bad {what} in the orders database"))
@@ -159,6 +166,7 @@ fn order_row(row: &Row<'_>) -> Result<Order, StoreError> {
         version: row.get(11).map_err(store_error)?,
         created_at: time::from_sql(&get(12)?)?,
         updated_at: time::from_sql(&get(13)?)?,
+        cancel_requested: row.get(14).map_err(store_error)?,
     })
 }
 
@@ -236,7 +244,7 @@ impl OrderStore for SqliteOrderStore {
             .write(move |tx| {
                 let address = serde_json::to_string(&order.shipping_address).map_err(|e| StoreError::Other(e.into()))?;
                 tx.prepare_cached(&format!(
-                    "INSERT INTO orders ({ORDER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+                    "INSERT INTO orders ({ORDER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
                 ))
                 .and_then(|mut s| {
                     s.execute(params![
@@ -254,6 +262,7 @@ impl OrderStore for SqliteOrderStore {
                         order.version,
                         time::to_sql(order.created_at),
                         time::to_sql(order.updated_at),
+                        order.cancel_requested,
                     ])
                 })
                 .map_err(store_error)?;
@@ -379,7 +388,8 @@ impl OrderStore for SqliteOrderStore {
                 }
                 let changed = tx
                     .prepare_cached(
-                        "UPDATE orders SET status = ?1, cancellation_reason = ?2, version = ?3, updated_at = ?4
+                        "UPDATE orders SET status = ?1, cancellation_reason = ?2, version = ?3, updated_at = ?4,
+                            cancel_requested = ?7
                          WHERE id = ?5 AND version = ?6",
                     )
                     .and_then(|mut s| {
@@ -389,7 +399,8 @@ impl OrderStore for SqliteOrderStore {
                             order.version,
                             time::to_sql(order.updated_at),
                             order.id.to_string(),
-                            expected_version
+                            expected_version,
+                            order.cancel_requested,
                         ])
                     })
                     .map_err(store_error)?;

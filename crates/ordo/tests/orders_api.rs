@@ -43,12 +43,13 @@ async fn an_order_is_created_read_listed_cancelled_and_its_timeline_tells_the_st
     let response = app
         .post_json(&customer, &format!("/v1/orders/{id}/cancel"), &json!({}))
         .await;
-    assert_eq!(response.status(), StatusCode::OK);
-    let cancelled: Value = response.json().await.unwrap();
-    assert_eq!(cancelled["status"], "cancelled");
+    // Paid: a courier could be picking it up, so delivery is asked first.
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let requested: Value = response.json().await.unwrap();
+    assert_eq!(requested["status"], "paid");
+    assert_eq!(requested["cancellation_requested"], "customer_cancelled");
+    let cancelled = app.wait_for_status(&customer, id, "cancelled").await;
     assert_eq!(cancelled["cancellation_reason"], "customer_cancelled");
-    let again: Value = app.get(&customer, &location).await.json().await.unwrap();
-    assert_eq!(again["status"], "cancelled");
 
     // Cancelling twice is a conflict, not a second event.
     let twice = app
@@ -77,6 +78,7 @@ async fn an_order_is_created_read_listed_cancelled_and_its_timeline_tells_the_st
             "order.created",
             "order.confirmed",
             "order.paid",
+            "order.cancellation_requested",
             "order.cancelled"
         ],
         "{types:?}"

@@ -203,7 +203,11 @@ async fn a_customer_cancels_at_each_status_before_shipping_and_not_after() {
     let r = app
         .post_json(&customer, &format!("/v1/orders/{early}/cancel"), &json!({}))
         .await;
-    assert!(r.status() == StatusCode::OK || r.status() == StatusCode::CONFLICT);
+    assert!(
+        [StatusCode::OK, StatusCode::ACCEPTED].contains(&r.status()),
+        "{}",
+        r.status()
+    );
 
     // paid: no courier runs in this test, so it waits there.
     let paid = place(&app, &customer, &order_body(&product, 2)).await;
@@ -211,7 +215,8 @@ async fn a_customer_cancels_at_each_status_before_shipping_and_not_after() {
     let r = app
         .post_json(&customer, &format!("/v1/orders/{paid}/cancel"), &json!({}))
         .await;
-    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.status(), StatusCode::ACCEPTED, "delivery is asked first");
+    app.wait_for_status(&customer, &paid, "cancelled").await;
 
     // shipped: too late.
     let shipped = place(&app, &customer, &order_body(&product, 1)).await;
@@ -267,6 +272,61 @@ async fn a_customer_cancels_at_each_status_before_shipping_and_not_after() {
     assert_eq!(available(&app, &product).await, before - 1);
     app.assert_invariants(&[OrderStatus::Shipped]).await;
     app.assert_no_server_errors().await;
+}
+
+#[tokio::test]
+async fn a_cancel_that_races_the_courier_is_settled_by_the_pickup() {
+    let app = TestApp::spawn().await;
+    let customer = app.token("customer").await;
+    let courier = app.token("courier").await;
+    let product = app.product_id(5).await;
+    let id = place(&app, &customer, &order_body(&product, 1)).await;
+    app.wait_for_status(&customer, &id, "paid").await;
+    common::eventually("the shipment exists", || async {
+        app.get(&courier, &format!("/v1/orders/{id}/shipment"))
+            .await
+            .status()
+            == StatusCode::OK
+    })
+    .await;
+    let shipment: Value = app
+        .get(&courier, &format!("/v1/orders/{id}/shipment"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let shipment_id = shipment["id"].as_str().unwrap();
+    // The courier has it; the customer's cancel comes a moment later,
+    // before or after orders heard of the pickup.
+    let r = app
+        .post_json(
+            &courier,
+            &format!("/v1/shipments/{shipment_id}/events"),
+            &json!({"type": "picked_up"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = app
+        .post_json(&customer, &format!("/v1/orders/{id}/cancel"), &json!({}))
+        .await;
+    assert!(
+        [StatusCode::ACCEPTED, StatusCode::CONFLICT].contains(&r.status()),
+        "{}",
+        r.status()
+    );
+
+    let order = app.wait_for_status(&customer, &id, "shipped").await;
+    assert!(
+        order.get("cancellation_requested").is_none(),
+        "the request was refused: {order}"
+    );
+    app.wait_for_quiet_bus().await;
+    let paid = payments(&app, &customer, &id).await;
+    assert_eq!(
+        paid[0]["refunded"], "0.00",
+        "nothing refunded for goods on their way"
+    );
+    app.assert_invariants(&[OrderStatus::Shipped]).await;
 }
 
 #[tokio::test]
@@ -352,7 +412,8 @@ async fn two_thousand_mixed_orders_with_declines_cancels_and_duplicates_break_no
                     .await
                     .unwrap();
                 assert!(
-                    r.status() == StatusCode::OK || r.status() == StatusCode::CONFLICT,
+                    [StatusCode::OK, StatusCode::ACCEPTED, StatusCode::CONFLICT]
+                        .contains(&r.status()),
                     "{}",
                     r.status()
                 );

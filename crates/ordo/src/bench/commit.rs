@@ -59,6 +59,7 @@ fn sample_order(
         version: 1,
         created_at: now,
         updated_at: now,
+        cancel_requested: None,
     };
     let event = Envelope::new(
         EventId::from_ulid(ids.ulid()),
