@@ -658,3 +658,65 @@ async fn the_simulator_leaves_finished_shipments_alone_and_stops_at_once() {
         Some(ShipmentStatus::Cancelled)
     );
 }
+
+fn cancellation_requested(order: OrderId) -> Envelope {
+    envelope(
+        order,
+        &ordo_events::OrderCancellationRequested {
+            order_id: order,
+            reason: "customer_cancelled".into(),
+        },
+    )
+}
+
+#[tokio::test]
+async fn a_cancel_request_before_the_pickup_is_answered_with_shipment_cancelled() {
+    let t = TestDelivery::start();
+    let order = new_order();
+    t.deliver(&paid(order, client(), &[client()])).await;
+    let request = cancellation_requested(order);
+    t.deliver(&request).await;
+    t.deliver(&request).await;
+    assert_eq!(
+        t.shipment_status(order).await,
+        Some(ShipmentStatus::Cancelled)
+    );
+    assert_eq!(
+        t.published_types(order).await,
+        [ShipmentCreated::TYPE, ordo_events::ShipmentCancelled::TYPE],
+        "answered once"
+    );
+}
+
+#[tokio::test]
+async fn a_cancel_request_before_the_shipment_exists_is_answered_and_no_shipment_follows() {
+    let t = TestDelivery::start();
+    let order = new_order();
+    t.deliver(&cancellation_requested(order)).await;
+    t.deliver(&paid(order, client(), &[client()])).await;
+    assert_eq!(t.shipment_status(order).await, None);
+    assert_eq!(
+        t.published_types(order).await,
+        [ordo_events::ShipmentCancelled::TYPE]
+    );
+}
+
+#[tokio::test]
+async fn a_cancel_request_after_the_pickup_gets_no_answer_and_the_shipment_goes_on() {
+    let t = TestDelivery::start();
+    let order = new_order();
+    t.deliver(&paid(order, client(), &[client()])).await;
+    t.report(&courier(), order, CourierEvent::PickedUp)
+        .await
+        .unwrap();
+    t.deliver(&cancellation_requested(order)).await;
+    assert_eq!(
+        t.shipment_status(order).await,
+        Some(ShipmentStatus::PickedUp)
+    );
+    let types = t.published_types(order).await;
+    assert!(
+        !types.contains(&ordo_events::ShipmentCancelled::TYPE.to_owned()),
+        "{types:?}"
+    );
+}
