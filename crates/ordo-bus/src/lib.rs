@@ -17,6 +17,7 @@
 
 mod dead_letter;
 mod envelope;
+mod inbox;
 mod local;
 mod outbox;
 mod relay;
@@ -24,6 +25,7 @@ mod retry;
 
 pub use dead_letter::{DeadLetter, DeadLetterStatus, DeadLetterStore, NewDeadLetter};
 pub use envelope::{Envelope, EventContext, EventPayload};
+pub use inbox::{Applied, InboxKey};
 pub use local::{BusStats, Consumer, Faults, Handler, HandlerError, LocalBus};
 pub use outbox::{OutboxRow, OutboxStore};
 pub use relay::{Relay, RelayHandle};

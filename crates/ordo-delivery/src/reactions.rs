@@ -22,13 +22,6 @@ use crate::store::{Creation, InboxKey};
 
 pub const ORDERS_CONSUMER: &str = "delivery.orders";
 
-fn inbox(consumer: &str, event: &Envelope) -> InboxKey {
-    InboxKey {
-        consumer: consumer.to_owned(),
-        event_id: event.id.to_string(),
-    }
-}
-
 fn system_actor() -> String {
     format!("system:{SERVICE}")
 }
@@ -77,7 +70,7 @@ impl OrderReactions {
         let id = shipment.id;
         match service
             .store()
-            .create(shipment, created, inbox(ORDERS_CONSUMER, event))
+            .create(shipment, created, InboxKey::new(ORDERS_CONSUMER, event))
             .await?
         {
             Creation::Created => {
@@ -137,7 +130,7 @@ impl OrderReactions {
                             reason.clone(),
                             now,
                             answer_with(None)?,
-                            inbox(ORDERS_CONSUMER, event),
+                            InboxKey::new(ORDERS_CONSUMER, event),
                         )
                         .await
                 }
@@ -149,7 +142,7 @@ impl OrderReactions {
                                 shipment.version,
                                 answer_with(Some(shipment.id.to_string()))?,
                                 None,
-                                Some(inbox(ORDERS_CONSUMER, event)),
+                                Some(InboxKey::new(ORDERS_CONSUMER, event)),
                             )
                             .await
                     }

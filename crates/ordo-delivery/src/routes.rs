@@ -5,6 +5,7 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use chrono::{DateTime, Utc};
 use ordo_bus::EventContext;
+use ordo_http::validate::text;
 use ordo_http::{ApiError, FieldError, Json, Principal, RequestId};
 use ordo_kernel::{ClientId, OrderId, ProductId};
 use serde::{Deserialize, Serialize};
@@ -73,25 +74,6 @@ pub struct CourierEventRequest {
     eta: Option<String>,
     /// Why the shipment failed.
     reason: Option<String>,
-}
-
-/// Trimmed text of at most `max` characters without control characters.
-fn text(errors: &mut Vec<FieldError>, field: &str, value: &str, max: usize) -> String {
-    let trimmed = value.trim();
-    if trimmed.is_empty() {
-        errors.push(FieldError::new(field, "must not be empty"));
-    } else if trimmed.chars().count() > max {
-        errors.push(FieldError::new(
-            field,
-            format!("must be at most {max} characters"),
-        ));
-    } else if trimmed.chars().any(char::is_control) {
-        errors.push(FieldError::new(
-            field,
-            "must not contain control characters",
-        ));
-    }
-    trimmed.to_owned()
 }
 
 impl CourierEventRequest {

@@ -6,10 +6,11 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use ordo_bus::Envelope;
+pub use ordo_bus::{Applied, InboxKey};
 use ordo_events::StockLine;
 use ordo_kernel::{ClientId, OrderId, StoreError};
 use ordo_sqlite::{
-    Database, Migration, MigrationSet, PLATFORM_MIGRATIONS, WriteTx, inbox_record, outbox_append,
+    Database, Migration, MigrationSet, PLATFORM_MIGRATIONS, WriteTx, outbox_append, record_inbox,
     store_error, time,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
@@ -30,21 +31,6 @@ pub const MIGRATIONS: [MigrationSet; 2] = [
         }],
     },
 ];
-
-/// A consumer's claim on an event, recorded with the effect.
-#[derive(Debug, Clone)]
-pub struct InboxKey {
-    pub consumer: String,
-    pub event_id: String,
-}
-
-/// What a guarded write did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Applied {
-    Done,
-    /// The inbox already held the event: nothing was written.
-    Duplicate,
-}
 
 /// What creating a shipment did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,13 +222,6 @@ fn query_shipments(
     Ok(shipments)
 }
 
-fn record_inbox(tx: &WriteTx<'_>, inbox: &Option<InboxKey>) -> Result<bool, StoreError> {
-    match inbox {
-        Some(key) => inbox_record(tx, &key.consumer, &key.event_id),
-        None => Ok(true),
-    }
-}
-
 fn has_shipment(conn: &Connection, order: &str) -> Result<bool, StoreError> {
     conn.prepare_cached("SELECT 1 FROM shipments WHERE order_id = ?1")
         .and_then(|mut s| s.query_row([order], |r| r.get::<_, i64>(0)).optional())
@@ -336,7 +315,7 @@ impl ShipmentStore for SqliteShipmentStore {
     ) -> Result<Creation, StoreError> {
         self.db
             .write(move |tx| {
-                if !record_inbox(tx, &Some(inbox))? {
+                if !record_inbox(tx, Some(&inbox))? {
                     return Ok(Creation::Duplicate);
                 }
                 let order = shipment.order_id.to_string();
@@ -396,7 +375,7 @@ impl ShipmentStore for SqliteShipmentStore {
     ) -> Result<Applied, StoreError> {
         self.db
             .write(move |tx| {
-                if !record_inbox(tx, &inbox)? {
+                if !record_inbox(tx, inbox.as_ref())? {
                     return Ok(Applied::Duplicate);
                 }
                 let changed = tx
@@ -453,7 +432,7 @@ impl ShipmentStore for SqliteShipmentStore {
                         "order {order} has a shipment by now"
                     )));
                 }
-                if !record_inbox(tx, &Some(inbox))? {
+                if !record_inbox(tx, Some(&inbox))? {
                     return Ok(Applied::Duplicate);
                 }
                 tx.prepare_cached(

@@ -85,11 +85,7 @@ fn fingerprint(req: &Request, body: &[u8]) -> String {
     hash.update(req.uri().path());
     hash.update(b"\n");
     hash.update(body);
-    hex_encode(&hash.finalize())
-}
-
-fn hex_encode(bytes: &[u8]) -> String {
-    hex::encode(bytes)
+    hex::encode(hash.finalize())
 }
 
 fn replay(stored: StoredResponse) -> Response {

@@ -16,6 +16,7 @@ pub mod idempotency_store;
 pub mod metrics;
 pub mod problem;
 pub mod request;
+pub mod validate;
 
 pub use auth::{Claims, Jwt, Principal, Role};
 pub use extract::{Json, Query};

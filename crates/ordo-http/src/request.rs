@@ -83,3 +83,69 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestId {
             .unwrap_or_else(|| RequestId(ulid::Ulid::new().to_string())))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::Router;
+    use axum::body::{Body, to_bytes};
+    use axum::http::{Request as HttpRequest, StatusCode};
+    use axum::middleware::from_fn;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    fn app(limit: Duration) -> Router {
+        Router::new()
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    "late"
+                }),
+            )
+            .route("/fast", get(|| async { "ok" }))
+            .layer(from_fn(move |req, next| timeout(limit, req, next)))
+            .layer(from_fn(request_id))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_past_the_timeout_gets_a_problem_with_its_request_id() {
+        let response = app(Duration::from_secs(30))
+            .oneshot(
+                HttpRequest::get("/slow")
+                    .header("x-request-id", "req-7")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()["x-request-id"], "req-7");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+        let body: serde_json::Value =
+            serde_json::from_slice(&to_bytes(response.into_body(), 10_000).await.unwrap()).unwrap();
+        assert_eq!(body["type"], "/problems/timeout");
+        assert_eq!(body["request_id"], "req-7");
+    }
+
+    #[tokio::test]
+    async fn a_request_gets_an_id_when_it_brings_none_or_a_bad_one() {
+        for sent in [None, Some("bad id with spaces")] {
+            let mut request = HttpRequest::get("/fast");
+            if let Some(id) = sent {
+                request = request.header("x-request-id", id);
+            }
+            let response = app(Duration::from_secs(30))
+                .oneshot(request.body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            let id = response.headers()["x-request-id"].to_str().unwrap();
+            assert_eq!(id.len(), 26, "a fresh ULID, not {sent:?}");
+        }
+    }
+}

@@ -5,6 +5,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use ordo_bus::EventContext;
+use ordo_http::validate::text;
 use ordo_http::{ApiError, FieldError, Json, Principal, Query, RequestId, Role};
 use ordo_kernel::{ClientId, Currency, OrderId, ProductId, StoreError};
 use rust_decimal::Decimal;
@@ -203,16 +204,6 @@ fn price(errors: &mut Vec<FieldError>, value: &str, currency: Option<Currency>) 
     Some(amount)
 }
 
-fn check_text(errors: &mut Vec<FieldError>, field: &str, value: &str, max: usize) {
-    if value.trim().is_empty() || value.chars().count() > max || value.chars().any(char::is_control)
-    {
-        errors.push(FieldError::new(
-            field,
-            format!("must be 1 to {max} printable characters"),
-        ));
-    }
-}
-
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewProduct {
@@ -243,8 +234,8 @@ async fn create_product(
 ) -> Result<Response, ApiError> {
     principal.require(&[Role::Seller])?;
     let mut errors = Vec::new();
-    check_text(&mut errors, "sku", &body.sku, 64);
-    check_text(&mut errors, "name", &body.name, 200);
+    let sku = text(&mut errors, "sku", &body.sku, 64);
+    let name = text(&mut errors, "name", &body.name, 200);
     let currency = Currency::parse(&body.currency)
         .map_err(|e| errors.push(FieldError::new("currency", e.to_string())))
         .ok();
@@ -266,8 +257,8 @@ async fn create_product(
     let now = state.service.clock().now();
     let product = Product {
         id: ProductId::from_ulid(state.service.ids().ulid()),
-        sku: body.sku.trim().to_owned(),
-        name: body.name.trim().to_owned(),
+        sku,
+        name,
         price: amount,
         currency,
         seller_id: principal.client_id,
@@ -337,8 +328,7 @@ async fn update_product(
     let mut product = owned(&state, &principal, &id).await?;
     let mut errors = Vec::new();
     if let Some(name) = &body.name {
-        check_text(&mut errors, "name", name, 200);
-        product.name = name.trim().to_owned();
+        product.name = text(&mut errors, "name", name, 200);
     }
     if let Some(p) = &body.price
         && let Some(amount) = price(&mut errors, p, Some(product.currency))

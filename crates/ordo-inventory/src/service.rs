@@ -4,10 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use ordo_bus::{Consumer, Envelope, EventContext, EventPayload, Handler, HandlerError};
 use ordo_events::{OrderCancelled, OrderCreated, OrderPaid, OrderShipped, StockLine};
-use ordo_kernel::{ClientId, Clock, EventId, IdGen, OrderId, ProductId, StoreError};
+use ordo_kernel::{Clock, EventId, IdGen, ProductId, StoreError};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -247,18 +246,6 @@ impl InventoryService {
             }
         }
     }
-
-    pub fn seller_owns(product: &Product, seller: ClientId) -> bool {
-        product.seller_id == seller
-    }
-
-    pub fn expires(&self, from: DateTime<Utc>) -> DateTime<Utc> {
-        from + chrono::Duration::from_std(self.reservation_ttl).unwrap_or(chrono::Duration::MAX)
-    }
-
-    pub fn order_of(event: &Envelope) -> Option<OrderId> {
-        OrderId::parse(&event.subject).ok()
-    }
 }
 
 struct OrdersHandler(Arc<InventoryService>);
@@ -266,10 +253,7 @@ struct OrdersHandler(Arc<InventoryService>);
 #[async_trait::async_trait]
 impl Handler for OrdersHandler {
     async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
-        let inbox = InboxKey {
-            consumer: CONSUMER.to_owned(),
-            event_id: event.id.to_string(),
-        };
+        let inbox = InboxKey::new(CONSUMER, event);
         match event.event_type.as_str() {
             OrderCreated::TYPE => self.0.on_created(event, inbox).await,
             OrderPaid::TYPE => self.0.on_paid(event, inbox).await,

@@ -2,10 +2,11 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use ordo_bus::Envelope;
+pub use ordo_bus::{Applied, InboxKey};
 use ordo_events::StockLine;
 use ordo_kernel::{ClientId, Currency, OrderId, ProductId, StoreError};
 use ordo_sqlite::{
-    Database, Migration, MigrationSet, PLATFORM_MIGRATIONS, inbox_record, outbox_append,
+    Database, Migration, MigrationSet, PLATFORM_MIGRATIONS, outbox_append, record_inbox,
     store_error, time,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -240,21 +241,6 @@ impl ProductStore for SqliteInventoryStore {
     }
 }
 
-/// A consumer's claim on an event, recorded with the effect.
-#[derive(Debug, Clone)]
-pub struct InboxKey {
-    pub consumer: String,
-    pub event_id: String,
-}
-
-/// What a guarded write did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Applied {
-    Done,
-    /// The inbox already held the event: nothing was written.
-    Duplicate,
-}
-
 /// The pure decision run inside the write transaction.
 pub type Decide = Box<dyn FnOnce(&Snapshot) -> Decision + Send>;
 
@@ -447,8 +433,7 @@ impl StockStore for SqliteInventoryStore {
     ) -> Result<Applied, StoreError> {
         self.db
             .write(move |tx| {
-                if let Some(key) = &inbox
-                    && !inbox_record(tx, &key.consumer, &key.event_id)?
+                if !record_inbox(tx, inbox.as_ref())?
                 {
                     return Ok(Applied::Duplicate);
                 }

@@ -21,13 +21,6 @@ pub const CATALOG_CONSUMER: &str = "orders.catalog";
 pub const TIMELINE_CONSUMER: &str = "orders.timeline";
 pub const SAGA_CONSUMER: &str = "orders.saga";
 
-fn inbox(consumer: &str, event: &Envelope) -> InboxKey {
-    InboxKey {
-        consumer: consumer.to_owned(),
-        event_id: event.id.to_string(),
-    }
-}
-
 /// Keeps the catalog projection the orders service prices with.
 pub struct CatalogProjection {
     store: Arc<dyn OrderStore>,
@@ -48,7 +41,7 @@ impl Handler for CatalogProjection {
             version: p.version,
         };
         self.store
-            .upsert_catalog(entry, inbox(CATALOG_CONSUMER, event))
+            .upsert_catalog(entry, InboxKey::new(CATALOG_CONSUMER, event))
             .await?;
         Ok(())
     }
@@ -124,7 +117,7 @@ impl Handler for SagaHandler {
             other => return Err(anyhow::anyhow!("the orders saga does not take {other}").into()),
         };
         self.service
-            .apply_saga_event(event, saga, inbox(SAGA_CONSUMER, event))
+            .apply_saga_event(event, saga, InboxKey::new(SAGA_CONSUMER, event))
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(())
@@ -153,7 +146,7 @@ impl Handler for TimelineWriter {
         };
         match self
             .store
-            .append_timeline(order, entry, after, inbox(TIMELINE_CONSUMER, event))
+            .append_timeline(order, entry, after, InboxKey::new(TIMELINE_CONSUMER, event))
             .await?
         {
             TimelineAppend::Appended | TimelineAppend::Duplicate => Ok(()),

@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use ordo_bus::EventContext;
 use ordo_events::Address;
 use ordo_http::idempotency::IdempotencyKey;
+use ordo_http::validate::text;
 use ordo_http::{ApiError, FieldError, Json, Principal, Query, RequestId};
 use ordo_kernel::{ClientId, Currency, OrderId, ProductId, Quantity};
 use serde::{Deserialize, Serialize};
@@ -128,24 +129,6 @@ pub struct AddressRequest {
 pub struct PaymentRequest {
     /// A payment token from the gateway (simulator: `tok_visa`).
     token: String,
-}
-
-fn text(errors: &mut Vec<FieldError>, field: &str, value: &str, max: usize) -> String {
-    let trimmed = value.trim();
-    if trimmed.is_empty() {
-        errors.push(FieldError::new(field, "must not be empty"));
-    } else if trimmed.chars().count() > max {
-        errors.push(FieldError::new(
-            field,
-            format!("must be at most {max} characters"),
-        ));
-    } else if trimmed.chars().any(char::is_control) {
-        errors.push(FieldError::new(
-            field,
-            "must not contain control characters",
-        ));
-    }
-    trimmed.to_owned()
 }
 
 impl CreateOrderRequest {

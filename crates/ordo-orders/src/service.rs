@@ -8,7 +8,7 @@ use ordo_events::{
     OrderDelivered, OrderPaid, OrderShipped,
 };
 use ordo_http::{Principal, Role};
-use ordo_kernel::{ClientId, Clock, EventId, IdGen, OrderId, StoreError};
+use ordo_kernel::{Clock, EventId, IdGen, OrderId, StoreError};
 use tokio::sync::broadcast;
 
 use crate::domain::{
@@ -528,9 +528,5 @@ impl OrdersService {
     ) -> Result<Vec<TimelineEntry>, OrderError> {
         self.get(caller, id).await?;
         Ok(self.store.timeline(id).await?)
-    }
-
-    pub fn customer_of(principal: &Principal) -> ClientId {
-        principal.client_id
     }
 }

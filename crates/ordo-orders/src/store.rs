@@ -6,10 +6,11 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use ordo_bus::Envelope;
+pub use ordo_bus::{Applied, InboxKey};
 use ordo_events::Address;
 use ordo_kernel::{ClientId, Currency, OrderId, ProductId, Quantity, StoreError};
 use ordo_sqlite::{
-    Database, Migration, MigrationSet, PLATFORM_MIGRATIONS, WriteTx, inbox_record, outbox_append,
+    Database, Migration, MigrationSet, PLATFORM_MIGRATIONS, outbox_append, record_inbox,
     store_error, time,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
@@ -35,21 +36,6 @@ pub const MIGRATIONS: [MigrationSet; 2] = [
         ],
     },
 ];
-
-/// A consumer's claim on an event, recorded with the effect.
-#[derive(Debug, Clone)]
-pub struct InboxKey {
-    pub consumer: String,
-    pub event_id: String,
-}
-
-/// What a guarded write did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Applied {
-    Done,
-    /// The inbox already held the event: nothing was written.
-    Duplicate,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimelineAppend {
@@ -230,13 +216,6 @@ fn query_orders(
     Ok(orders)
 }
 
-fn record_inbox(tx: &WriteTx<'_>, inbox: &Option<InboxKey>) -> Result<bool, StoreError> {
-    match inbox {
-        Some(key) => inbox_record(tx, &key.consumer, &key.event_id),
-        None => Ok(true),
-    }
-}
-
 #[async_trait::async_trait]
 impl OrderStore for SqliteOrderStore {
     async fn create(&self, order: Order, created: Envelope) -> Result<(), StoreError> {
@@ -383,7 +362,7 @@ impl OrderStore for SqliteOrderStore {
     ) -> Result<Applied, StoreError> {
         self.db
             .write(move |tx| {
-                if !record_inbox(tx, &inbox)? {
+                if !record_inbox(tx, inbox.as_ref())? {
                     return Ok(Applied::Duplicate);
                 }
                 let changed = tx
@@ -476,7 +455,7 @@ impl OrderStore for SqliteOrderStore {
     ) -> Result<Applied, StoreError> {
         self.db
             .write(move |tx| {
-                if !record_inbox(tx, &Some(inbox))? {
+                if !record_inbox(tx, Some(&inbox))? {
                     return Ok(Applied::Duplicate);
                 }
                 tx.prepare_cached(
@@ -525,7 +504,7 @@ impl OrderStore for SqliteOrderStore {
                         return Ok(TimelineAppend::Early);
                     }
                 }
-                if !record_inbox(tx, &Some(inbox))? {
+                if !record_inbox(tx, Some(&inbox))? {
                     return Ok(TimelineAppend::Duplicate);
                 }
                 let inserted = tx

@@ -172,10 +172,7 @@ impl Cause {
         Self {
             context: EventContext::caused_by(event),
             actor: ACTOR.to_owned(),
-            inbox: Some(InboxKey {
-                consumer: consumer.to_owned(),
-                event_id: event.id.to_string(),
-            }),
+            inbox: Some(InboxKey::new(consumer, event)),
         }
     }
 }

@@ -5,9 +5,10 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use ordo_bus::Envelope;
+pub use ordo_bus::{Applied, InboxKey};
 use ordo_kernel::{ClientId, Currency, OrderId, StoreError};
 use ordo_sqlite::{
-    Database, Migration, MigrationSet, PLATFORM_MIGRATIONS, WriteTx, inbox_record, outbox_append,
+    Database, Migration, MigrationSet, PLATFORM_MIGRATIONS, WriteTx, outbox_append, record_inbox,
     store_error, time,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -28,13 +29,6 @@ pub const MIGRATIONS: [MigrationSet; 2] = [
         }],
     },
 ];
-
-/// A consumer's claim on an event, recorded with the effect.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InboxKey {
-    pub consumer: String,
-    pub event_id: String,
-}
 
 /// A gateway call about to be made.
 #[derive(Debug, Clone, PartialEq)]
@@ -472,9 +466,7 @@ impl PaymentStore for SqlitePaymentStore {
     async fn save(&self, write: PaymentWrite) -> Result<Saved, StoreError> {
         self.db
             .write(move |tx| {
-                if let Some(key) = &write.inbox
-                    && !inbox_record(tx, &key.consumer, &key.event_id)?
-                {
+                if !record_inbox(tx, write.inbox.as_ref())? {
                     return Ok(Saved::Duplicate);
                 }
                 if let Some((payment, expected_version)) = &write.payment {
@@ -553,7 +545,7 @@ impl PaymentStore for SqlitePaymentStore {
     async fn mark_processed(&self, inbox: InboxKey) -> Result<Saved, StoreError> {
         self.db
             .write(move |tx| {
-                Ok(if inbox_record(tx, &inbox.consumer, &inbox.event_id)? {
+                Ok(if record_inbox(tx, Some(&inbox))? {
                     Saved::Done { next_attempt: None }
                 } else {
                     Saved::Duplicate

@@ -24,7 +24,7 @@ pub use database::{Database, DatabaseOptions, WriteTx};
 pub use dead_letters::SqliteDeadLetters;
 pub use idempotency::SqliteIdempotency;
 pub use migrate::{Migration, MigrationSet};
-pub use outbox::{SqliteOutbox, inbox_record, outbox_append};
+pub use outbox::{SqliteOutbox, inbox_record, outbox_append, record_inbox};
 
 /// Migrations of the tables every service database carries.
 pub const PLATFORM_MIGRATIONS: MigrationSet = MigrationSet {

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
-use ordo_bus::{Envelope, OutboxRow, OutboxStore};
+use ordo_bus::{Envelope, InboxKey, OutboxRow, OutboxStore};
 use ordo_kernel::StoreError;
 use rusqlite::{OptionalExtension, params};
 use tokio::sync::Notify;
@@ -43,6 +43,16 @@ pub fn inbox_record(tx: &WriteTx<'_>, consumer: &str, event_id: &str) -> Result<
         .and_then(|mut stmt| stmt.execute(params![consumer, event_id, time::to_sql(Utc::now())]))
         .map_err(store_error)?;
     Ok(inserted == 1)
+}
+
+/// Records the claim, if there is one, inside the transaction of the
+/// effect. `false` means the consumer already applied the event: the
+/// caller must skip the effect.
+pub fn record_inbox(tx: &WriteTx<'_>, inbox: Option<&InboxKey>) -> Result<bool, StoreError> {
+    match inbox {
+        Some(key) => inbox_record(tx, &key.consumer, &key.event_id),
+        None => Ok(true),
+    }
 }
 
 /// The outbox of one SQLite service database.

@@ -10,17 +10,6 @@ use ordo_orders::domain::OrderStatus;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-async fn stock_of(app: &TestApp, product: &str) -> i64 {
-    let token = app.token("customer").await;
-    let p: Value = app
-        .get(&token, &format!("/v1/products/{product}"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    p["available"].as_i64().unwrap()
-}
-
 #[tokio::test]
 async fn an_order_for_more_than_the_stock_is_cancelled_out_of_stock_and_holds_nothing() {
     let app = TestApp::spawn().await;
@@ -30,7 +19,22 @@ async fn an_order_for_more_than_the_stock_is_cancelled_out_of_stock_and_holds_no
     let id = order["id"].as_str().unwrap();
     let cancelled = app.wait_for_status(&customer, id, "cancelled").await;
     assert_eq!(cancelled["cancellation_reason"], "out_of_stock");
-    assert_eq!(stock_of(&app, &product).await, 3, "nothing held");
+    assert_eq!(app.available(&product).await, 3, "nothing held");
+    let admin = app.token("admin").await;
+    let reservation: Value = app
+        .get(&admin, &format!("/v1/orders/{id}/reservation"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(reservation["status"], "failed");
+    assert_eq!(reservation["lines"], json!([]));
+    common::problem(
+        app.get(&customer, &format!("/v1/orders/{id}/reservation"))
+            .await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
     app.assert_invariants(&[]).await;
     app.assert_no_server_errors().await;
 }
@@ -122,7 +126,7 @@ async fn five_hundred_buyers_of_the_last_ten_units_leave_exactly_ten_orders_stan
     }
     assert_eq!(standing, 10, "exactly the stock was sold");
     assert_eq!(out_of_stock, 490);
-    assert_eq!(stock_of(&app, &product).await, 0);
+    assert_eq!(app.available(&product).await, 0);
     app.assert_invariants(&[
         OrderStatus::Confirmed,
         OrderStatus::Paid,
@@ -198,5 +202,43 @@ async fn sellers_manage_their_catalog_and_stock_and_orders_see_the_new_price() {
         order["total"], "24.00",
         "priced from the projection of the change"
     );
+    let held: Value = app
+        .get(
+            &app.token("admin").await,
+            &format!("/v1/orders/{}/reservation", order["id"].as_str().unwrap()),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        held["lines"],
+        json!([{"product_id": product, "quantity": 2}]),
+        "{held}"
+    );
+
+    // A seller's list is its own catalog; a customer's is everything.
+    let own: Value = app.get(&seller, "/v1/products").await.json().await.unwrap();
+    let own: Vec<&str> = own["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(own, [product.as_str()]);
+    let all: Value = app
+        .get(&customer, "/v1/products")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(all["items"].as_array().unwrap().len() > 1);
+    let peek = app
+        .get(
+            &seller,
+            &format!("/v1/products?seller={}", app.client_id("seller")),
+        )
+        .await;
+    common::problem(peek, StatusCode::FORBIDDEN).await;
     app.assert_no_server_errors().await;
 }

@@ -27,17 +27,6 @@ async fn place(app: &TestApp, customer: &str, body: &Value) -> String {
     order["id"].as_str().unwrap().to_owned()
 }
 
-async fn available(app: &TestApp, product: &str) -> i64 {
-    let token = app.token("customer").await;
-    let p: Value = app
-        .get(&token, &format!("/v1/products/{product}"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    p["available"].as_i64().unwrap()
-}
-
 async fn payments(app: &TestApp, customer: &str, order: &str) -> Vec<Value> {
     let body: Value = app
         .get(customer, &format!("/v1/orders/{order}/payments"))
@@ -67,7 +56,7 @@ async fn an_order_is_paid_shipped_and_delivered_with_the_whole_story_in_its_time
     let product = app.product_id(0).await;
     // A second seller: two parcels, two pickups, then the door.
     let (_, other) = app.product_with_stock(5, "3.50").await;
-    let before = available(&app, &product).await;
+    let before = app.available(&product).await;
     let mut body = order_body(&product, 2);
     body["items"] =
         json!([{"product_id": product, "quantity": 2}, {"product_id": other, "quantity": 1}]);
@@ -119,8 +108,8 @@ async fn an_order_is_paid_shipped_and_delivered_with_the_whole_story_in_its_time
         "one correlation id from the order to its shipment: {timeline:#?}"
     );
     assert!(timeline.iter().all(|e| e["actor"].is_string()));
-    assert_eq!(available(&app, &product).await, before - 2);
-    assert_eq!(available(&app, &other).await, 4);
+    assert_eq!(app.available(&product).await, before - 2);
+    assert_eq!(app.available(&other).await, 4);
     let paid = payments(&app, &customer, &id).await;
     assert_eq!(paid.len(), 1);
     let courier = app.token("courier").await;
@@ -144,7 +133,7 @@ async fn a_declined_card_cancels_the_order_and_gives_the_stock_back() {
     let app = TestApp::spawn().await;
     let customer = app.token("customer").await;
     let product = app.product_id(1).await;
-    let before = available(&app, &product).await;
+    let before = app.available(&product).await;
     let id = place(
         &app,
         &customer,
@@ -154,7 +143,7 @@ async fn a_declined_card_cancels_the_order_and_gives_the_stock_back() {
     let order = app.wait_for_status(&customer, &id, "cancelled").await;
     assert_eq!(order["cancellation_reason"], "payment_failed");
     app.wait_for_quiet_bus().await;
-    assert_eq!(available(&app, &product).await, before);
+    assert_eq!(app.available(&product).await, before);
     app.assert_invariants(&[]).await;
 }
 
@@ -163,13 +152,13 @@ async fn a_hold_that_expires_before_payment_cancels_the_order_and_a_late_payment
     let app = TestApp::spawn_with(|b| b, |c| c.reservation_ttl = Duration::from_millis(300)).await;
     let customer = app.token("customer").await;
     let product = app.product_id(2).await;
-    let before = available(&app, &product).await;
+    let before = app.available(&product).await;
     // tok_slow answers after the hold ran out.
     let id = place(&app, &customer, &order_with_token(&product, 1, "tok_slow")).await;
     let order = app.wait_for_status(&customer, &id, "cancelled").await;
     assert_eq!(order["cancellation_reason"], "reservation_expired");
     app.wait_for_quiet_bus().await;
-    assert_eq!(available(&app, &product).await, before, "stock back");
+    assert_eq!(app.available(&product).await, before, "stock back");
     // Whatever the slow gateway let through is given back.
     for payment in payments(&app, &customer, &id).await {
         assert_eq!(payment["captured"], payment["refunded"], "{payment}");
@@ -182,7 +171,7 @@ async fn a_customer_cancels_at_each_status_before_shipping_and_not_after() {
     let app = TestApp::spawn().await;
     let customer = app.token("customer").await;
     let product = app.product_id(3).await;
-    let before = available(&app, &product).await;
+    let before = app.available(&product).await;
 
     // confirmed: the slow gateway keeps it there for a while.
     let confirmed = place(&app, &customer, &order_with_token(&product, 1, "tok_slow")).await;
@@ -269,7 +258,7 @@ async fn a_customer_cancels_at_each_status_before_shipping_and_not_after() {
     let refunded = payments(&app, &customer, &paid).await;
     assert_eq!(refunded.len(), 1, "{refunded:?}");
     // Only the shipped order's unit is gone.
-    assert_eq!(available(&app, &product).await, before - 1);
+    assert_eq!(app.available(&product).await, before - 1);
     app.assert_invariants(&[OrderStatus::Shipped]).await;
     app.assert_no_server_errors().await;
 }

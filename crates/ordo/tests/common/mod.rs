@@ -137,6 +137,18 @@ impl TestApp {
         (seller, id)
     }
 
+    /// Units of `product` that can be ordered now.
+    pub async fn available(&self, product: &str) -> i64 {
+        let token = self.token("customer").await;
+        let p: Value = self
+            .get(&token, &format!("/v1/products/{product}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        p["available"].as_i64().unwrap()
+    }
+
     /// Polls the order until its status is `status`.
     pub async fn wait_for_status(&self, token: &str, order_id: &str, status: &str) -> Value {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
