@@ -512,20 +512,7 @@ impl PaymentsService {
                 PaymentStatus::Authorized if cancelled && !resolve_capture => {
                     match self.void(&payment, &mut recorded).await? {
                         VoidOutcome::Voided(seq) => {
-                            let next = payment.void(self.clock.now())?;
-                            self.store
-                                .save(PaymentWrite {
-                                    payment: Some((next, payment.version)),
-                                    finished: Some(self.result(
-                                        &payment,
-                                        seq,
-                                        Outcome::Succeeded,
-                                        None,
-                                    )),
-                                    inbox: cause.inbox.clone(),
-                                    ..PaymentWrite::default()
-                                })
-                                .await?;
+                            self.save_voided(&payment, seq, cause).await?;
                             return Ok(());
                         }
                         VoidOutcome::AlreadyCaptured => resolve_capture = true,
@@ -707,6 +694,26 @@ impl PaymentsService {
         Ok(())
     }
 
+    /// Stores a payment whose authorization the gateway released, with the
+    /// attempt that did it.
+    async fn save_voided(
+        &self,
+        payment: &Payment,
+        seq: i64,
+        cause: &Cause,
+    ) -> Result<(), PaymentError> {
+        let next = payment.void(self.clock.now())?;
+        self.store
+            .save(PaymentWrite {
+                payment: Some((next, payment.version)),
+                finished: Some(self.result(payment, seq, Outcome::Succeeded, None)),
+                inbox: cause.inbox.clone(),
+                ..PaymentWrite::default()
+            })
+            .await?;
+        Ok(())
+    }
+
     /// Releases the authorization at the gateway; the caller stores the
     /// voided payment with the returned attempt.
     async fn void(
@@ -775,23 +782,7 @@ impl PaymentsService {
         match (domain::on_order_cancelled(payment.as_ref()), payment) {
             (CancelAction::Void, Some(payment)) => {
                 match self.void(&payment, &mut None).await? {
-                    VoidOutcome::Voided(seq) => {
-                        let next = payment.void(self.clock.now())?;
-                        self.store
-                            .save(PaymentWrite {
-                                payment: Some((next, payment.version)),
-                                finished: Some(self.result(
-                                    &payment,
-                                    seq,
-                                    Outcome::Succeeded,
-                                    None,
-                                )),
-                                inbox: cause.inbox.clone(),
-                                ..PaymentWrite::default()
-                            })
-                            .await?;
-                        Ok(())
-                    }
+                    VoidOutcome::Voided(seq) => self.save_voided(&payment, seq, &cause).await,
                     // The charge's redelivery stores the capture; this
                     // event's retry then refunds it.
                     VoidOutcome::AlreadyCaptured => Err(PaymentError::Unsettled(format!(
