@@ -11,4 +11,6 @@ mod store;
 
 pub use routes::{AuthState, admin_router, token_router};
 pub use service::{AuthService, CreatedClient, StoreDirectory, TokenError};
-pub use store::{ApiClient, ClientStore, MIGRATIONS, SqliteClientStore};
+pub use store::{
+    ApiClient, ClientStore, MIGRATIONS, PG_MIGRATIONS, PgClientStore, SqliteClientStore,
+};

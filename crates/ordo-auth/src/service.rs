@@ -30,6 +30,9 @@ pub enum TokenError {
     Other(#[from] anyhow::Error),
 }
 
+/// The kid of the key a fresh store starts with.
+const FIRST_KEY_ID: &str = "key_1";
+
 pub struct AuthService {
     store: Arc<dyn ClientStore>,
     jwt: Arc<Jwt>,
@@ -77,12 +80,15 @@ impl AuthService {
     ) -> anyhow::Result<Self> {
         let mut keys = store.signing_keys().await?;
         if keys.is_empty() {
+            // Every process starting on an empty store proposes a key under
+            // the same kid: one insert wins, the others get a conflict, and
+            // all read back the winner's key, so every process verifies
+            // the tokens of every other.
             let key = SigningKey {
-                kid: ids.ulid().to_string(),
+                kid: FIRST_KEY_ID.to_owned(),
                 secret: random_bytes(32),
             };
             match store.add_signing_key(key, clock.now()).await {
-                // Another process created one at the same moment.
                 Ok(()) | Err(StoreError::Conflict(_)) => {}
                 Err(err) => return Err(err.into()),
             }

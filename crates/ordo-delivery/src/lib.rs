@@ -8,7 +8,8 @@
 //!   (`order.paid`, `order.cancelled`);
 //! - [`routes`]: the HTTP API;
 //! - [`simulator`]: the courier simulator;
-//! - [`store`]: the storage trait and its SQLite implementation.
+//! - [`store`]: the storage trait and its SQLite and PostgreSQL
+//!   implementations.
 
 pub mod domain;
 pub mod reactions;
@@ -21,4 +22,4 @@ pub use reactions::consumers;
 pub use routes::{DeliveryState, router};
 pub use service::{Actor, DeliveryError, DeliveryService};
 pub use simulator::CourierSimulator;
-pub use store::{MIGRATIONS, ShipmentStore, SqliteShipmentStore};
+pub use store::{MIGRATIONS, PG_MIGRATIONS, PgShipmentStore, ShipmentStore, SqliteShipmentStore};

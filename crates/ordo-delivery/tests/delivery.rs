@@ -1,25 +1,25 @@
-//! The delivery service against a real SQLite file: the reactions fed
-//! with envelopes as the bus would hand them over, courier events through
-//! the service, and the simulator.
+//! The delivery service against each store backend (SQLite in a
+//! temporary file, PostgreSQL when `ORDO_TEST_DATABASE_URL` names a
+//! server): the reactions fed with envelopes as the bus would hand them
+//! over, courier events through the service, and the simulator.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use common::Backend;
 use ordo_bus::{Envelope, EventContext, EventPayload, Handler, OutboxStore};
 use ordo_delivery::domain::{CourierError, CourierEvent, ShipmentStatus};
 use ordo_delivery::store::ShipmentStore;
-use ordo_delivery::{
-    Actor, CourierSimulator, DeliveryError, DeliveryService, MIGRATIONS, SqliteShipmentStore,
-};
+use ordo_delivery::{Actor, CourierSimulator, DeliveryError, DeliveryService};
 use ordo_events::{
     Address, OrderCancelled, OrderLine, OrderPaid, ShipmentCreated, ShipmentWaypointReached,
 };
 use ordo_http::{Principal, Role};
 use ordo_kernel::{ClientId, Currency, EventId, OrderId, ProductId, SystemClock, UlidGen};
-use ordo_sqlite::{Database, DatabaseOptions, SqliteOutbox};
-use tempfile::TempDir;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use ulid::Ulid;
@@ -27,25 +27,17 @@ use ulid::Ulid;
 // --- Helpers ----------------------------------------------------------------
 
 struct TestDelivery {
-    _dir: TempDir,
-    db: Database,
     service: Arc<DeliveryService>,
-    store: Arc<SqliteShipmentStore>,
-    outbox: SqliteOutbox,
+    store: Arc<dyn ShipmentStore>,
+    outbox: Arc<dyn OutboxStore>,
     reactions: Arc<dyn Handler>,
+    // Last: the database outlives the stores over it.
+    _backend: Backend,
 }
 
 impl TestDelivery {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Database::open(
-            "delivery",
-            &dir.path().join("delivery.db"),
-            &MIGRATIONS,
-            DatabaseOptions::default(),
-        )
-        .unwrap();
-        let store = Arc::new(SqliteShipmentStore::new(db.clone()));
+    fn new(backend: Backend) -> Self {
+        let store = backend.store.clone();
         let service = Arc::new(DeliveryService::new(
             store.clone(),
             Arc::new(SystemClock),
@@ -55,12 +47,11 @@ impl TestDelivery {
         assert_eq!(consumers.len(), 1);
         assert_eq!(consumers[0].name, "delivery.orders");
         Self {
-            outbox: SqliteOutbox::new("delivery", db.clone()),
+            outbox: backend.outbox.clone(),
             reactions: consumers[0].handler.clone(),
-            _dir: dir,
-            db,
             service,
             store,
+            _backend: backend,
         }
     }
 
@@ -195,9 +186,10 @@ fn reached(waypoint: u32) -> CourierEvent {
 
 // --- Reactions --------------------------------------------------------------
 
-#[tokio::test]
-async fn a_paid_order_of_two_sellers_gets_one_shipment_of_two_parcels_and_three_waypoints() {
-    let t = TestDelivery::start();
+async fn a_paid_order_of_two_sellers_gets_one_shipment_of_two_parcels_and_three_waypoints(
+    b: Backend,
+) {
+    let t = TestDelivery::new(b);
     let (order, customer, a, b) = (new_order(), client(), client(), client());
     let event = paid(order, customer, &[a, b]);
     t.deliver(&event).await;
@@ -233,9 +225,8 @@ async fn a_paid_order_of_two_sellers_gets_one_shipment_of_two_parcels_and_three_
     assert_eq!(payload.waypoints.len(), 3);
 }
 
-#[tokio::test]
-async fn a_duplicate_order_paid_leaves_one_shipment() {
-    let t = TestDelivery::start();
+async fn a_duplicate_order_paid_leaves_one_shipment(b: Backend) {
+    let t = TestDelivery::new(b);
     let (order, customer) = (new_order(), client());
     let event = paid(order, customer, &[client()]);
     t.deliver(&event).await;
@@ -251,9 +242,8 @@ async fn a_duplicate_order_paid_leaves_one_shipment() {
     assert_eq!(t.store.list_statuses(None, 10).await.unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn an_order_cancelled_before_it_was_paid_never_gets_a_shipment() {
-    let t = TestDelivery::start();
+async fn an_order_cancelled_before_it_was_paid_never_gets_a_shipment(b: Backend) {
+    let t = TestDelivery::new(b);
     let order = new_order();
     t.deliver(&cancelled(order)).await;
     t.deliver(&paid(order, client(), &[client()])).await;
@@ -263,9 +253,8 @@ async fn an_order_cancelled_before_it_was_paid_never_gets_a_shipment() {
     assert!(t.published(order).await.is_empty());
 }
 
-#[tokio::test]
-async fn cancelling_before_the_pickup_cancels_the_shipment() {
-    let t = TestDelivery::start();
+async fn cancelling_before_the_pickup_cancels_the_shipment(b: Backend) {
+    let t = TestDelivery::new(b);
     let order = new_order();
     t.deliver(&paid(order, client(), &[client()])).await;
     let cancel = cancelled(order);
@@ -291,9 +280,8 @@ async fn cancelling_before_the_pickup_cancels_the_shipment() {
     assert!(t.store.active(10).await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn a_cancellation_after_the_pickup_leaves_the_shipment_on_its_way() {
-    let t = TestDelivery::start();
+async fn a_cancellation_after_the_pickup_leaves_the_shipment_on_its_way(b: Backend) {
+    let t = TestDelivery::new(b);
     let order = new_order();
     t.deliver(&paid(order, client(), &[client()])).await;
     t.report(&courier(), order, CourierEvent::PickedUp)
@@ -306,9 +294,8 @@ async fn a_cancellation_after_the_pickup_leaves_the_shipment_on_its_way() {
     );
 }
 
-#[tokio::test]
-async fn paid_and_cancelled_racing_never_leave_an_active_shipment() {
-    let t = Arc::new(TestDelivery::start());
+async fn paid_and_cancelled_racing_never_leave_an_active_shipment(b: Backend) {
+    let t = Arc::new(TestDelivery::new(b));
     let mut tasks = Vec::new();
     let orders: Vec<OrderId> = (0..40).map(|_| new_order()).collect();
     for (i, &order) in orders.iter().enumerate() {
@@ -339,9 +326,8 @@ async fn paid_and_cancelled_racing_never_leave_an_active_shipment() {
 
 // --- Courier events ---------------------------------------------------------
 
-#[tokio::test]
-async fn courier_events_in_order_take_a_shipment_to_delivered() {
-    let t = TestDelivery::start();
+async fn courier_events_in_order_take_a_shipment_to_delivered(b: Backend) {
+    let t = TestDelivery::new(b);
     let order = new_order();
     t.deliver(&paid(order, client(), &[client(), client()]))
         .await;
@@ -411,9 +397,8 @@ async fn courier_events_in_order_take_a_shipment_to_delivered() {
     assert!(t.store.active(10).await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn out_of_order_and_repeated_courier_events_are_refused_and_change_nothing() {
-    let t = TestDelivery::start();
+async fn out_of_order_and_repeated_courier_events_are_refused_and_change_nothing(b: Backend) {
+    let t = TestDelivery::new(b);
     let order = new_order();
     t.deliver(&paid(order, client(), &[client(), client()]))
         .await;
@@ -475,9 +460,8 @@ async fn out_of_order_and_repeated_courier_events_are_refused_and_change_nothing
     assert_eq!(t.published(order).await.len(), 4);
 }
 
-#[tokio::test]
-async fn concurrent_reports_of_the_same_step_apply_once() {
-    let t = Arc::new(TestDelivery::start());
+async fn concurrent_reports_of_the_same_step_apply_once(b: Backend) {
+    let t = Arc::new(TestDelivery::new(b));
     let order = new_order();
     t.deliver(&paid(order, client(), &[client()])).await;
     let mut tasks = Vec::new();
@@ -502,9 +486,8 @@ async fn concurrent_reports_of_the_same_step_apply_once() {
     );
 }
 
-#[tokio::test]
-async fn only_couriers_admins_and_the_system_report_courier_events() {
-    let t = TestDelivery::start();
+async fn only_couriers_admins_and_the_system_report_courier_events(b: Backend) {
+    let t = TestDelivery::new(b);
     let order = new_order();
     t.deliver(&paid(order, client(), &[client()])).await;
     for role in [Role::Customer, Role::Seller] {
@@ -534,9 +517,8 @@ async fn only_couriers_admins_and_the_system_report_courier_events() {
     assert_eq!(published[2].actor.as_deref(), Some("system:test"));
 }
 
-#[tokio::test]
-async fn a_customer_sees_its_own_shipment_only() {
-    let t = TestDelivery::start();
+async fn a_customer_sees_its_own_shipment_only(b: Backend) {
+    let t = TestDelivery::new(b);
     let (order, customer, seller) = (new_order(), principal(Role::Customer), client());
     t.deliver(&paid(order, customer.client_id, &[seller])).await;
     let id = t.store.find_by_order(order).await.unwrap().unwrap().id;
@@ -567,9 +549,8 @@ async fn a_customer_sees_its_own_shipment_only() {
     ));
 }
 
-#[tokio::test]
-async fn the_invariant_listing_pages_through_every_shipment() {
-    let t = TestDelivery::start();
+async fn the_invariant_listing_pages_through_every_shipment(b: Backend) {
+    let t = TestDelivery::new(b);
     let mut orders = Vec::new();
     for _ in 0..5 {
         let order = new_order();
@@ -593,14 +574,13 @@ async fn the_invariant_listing_pages_through_every_shipment() {
 
 // --- The courier simulator ---------------------------------------------------
 
-#[tokio::test]
-async fn the_simulator_drives_a_shipment_to_delivered() {
-    let t = TestDelivery::start();
+async fn the_simulator_drives_a_shipment_to_delivered(b: Backend) {
+    let t = TestDelivery::new(b);
     let order = new_order();
     t.deliver(&paid(order, client(), &[client(), client()]))
         .await;
     // Every courier event commits an outbox row, which rings this.
-    let wakeup = t.db.outbox_wakeup();
+    let wakeup = t.outbox.wakeup();
 
     let stop = CancellationToken::new();
     let simulator = CourierSimulator::new(t.service.clone(), Duration::from_millis(5));
@@ -637,9 +617,8 @@ async fn the_simulator_drives_a_shipment_to_delivered() {
     assert!(log[1].eta.is_some());
 }
 
-#[tokio::test]
-async fn the_simulator_leaves_finished_shipments_alone_and_stops_at_once() {
-    let t = TestDelivery::start();
+async fn the_simulator_leaves_finished_shipments_alone_and_stops_at_once(b: Backend) {
+    let t = TestDelivery::new(b);
     let order = new_order();
     t.deliver(&paid(order, client(), &[client()])).await;
     t.deliver(&cancelled(order)).await;
@@ -669,9 +648,8 @@ fn cancellation_requested(order: OrderId) -> Envelope {
     )
 }
 
-#[tokio::test]
-async fn a_cancel_request_before_the_pickup_is_answered_with_shipment_cancelled() {
-    let t = TestDelivery::start();
+async fn a_cancel_request_before_the_pickup_is_answered_with_shipment_cancelled(b: Backend) {
+    let t = TestDelivery::new(b);
     let order = new_order();
     t.deliver(&paid(order, client(), &[client()])).await;
     let request = cancellation_requested(order);
@@ -688,9 +666,10 @@ async fn a_cancel_request_before_the_pickup_is_answered_with_shipment_cancelled(
     );
 }
 
-#[tokio::test]
-async fn a_cancel_request_before_the_shipment_exists_is_answered_and_no_shipment_follows() {
-    let t = TestDelivery::start();
+async fn a_cancel_request_before_the_shipment_exists_is_answered_and_no_shipment_follows(
+    b: Backend,
+) {
+    let t = TestDelivery::new(b);
     let order = new_order();
     t.deliver(&cancellation_requested(order)).await;
     t.deliver(&paid(order, client(), &[client()])).await;
@@ -701,9 +680,8 @@ async fn a_cancel_request_before_the_shipment_exists_is_answered_and_no_shipment
     );
 }
 
-#[tokio::test]
-async fn a_cancel_request_after_the_pickup_gets_no_answer_and_the_shipment_goes_on() {
-    let t = TestDelivery::start();
+async fn a_cancel_request_after_the_pickup_gets_no_answer_and_the_shipment_goes_on(b: Backend) {
+    let t = TestDelivery::new(b);
     let order = new_order();
     t.deliver(&paid(order, client(), &[client()])).await;
     t.report(&courier(), order, CourierEvent::PickedUp)
@@ -720,3 +698,23 @@ async fn a_cancel_request_after_the_pickup_gets_no_answer_and_the_shipment_goes_
         "{types:?}"
     );
 }
+
+on_both_backends!(
+    a_paid_order_of_two_sellers_gets_one_shipment_of_two_parcels_and_three_waypoints,
+    a_duplicate_order_paid_leaves_one_shipment,
+    an_order_cancelled_before_it_was_paid_never_gets_a_shipment,
+    cancelling_before_the_pickup_cancels_the_shipment,
+    a_cancellation_after_the_pickup_leaves_the_shipment_on_its_way,
+    paid_and_cancelled_racing_never_leave_an_active_shipment,
+    courier_events_in_order_take_a_shipment_to_delivered,
+    out_of_order_and_repeated_courier_events_are_refused_and_change_nothing,
+    concurrent_reports_of_the_same_step_apply_once,
+    only_couriers_admins_and_the_system_report_courier_events,
+    a_customer_sees_its_own_shipment_only,
+    the_invariant_listing_pages_through_every_shipment,
+    the_simulator_drives_a_shipment_to_delivered,
+    the_simulator_leaves_finished_shipments_alone_and_stops_at_once,
+    a_cancel_request_before_the_pickup_is_answered_with_shipment_cancelled,
+    a_cancel_request_before_the_shipment_exists_is_answered_and_no_shipment_follows,
+    a_cancel_request_after_the_pickup_gets_no_answer_and_the_shipment_goes_on,
+);

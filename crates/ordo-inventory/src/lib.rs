@@ -1,8 +1,11 @@
-//! The inventory bounded context: the product catalog.
+//! The inventory bounded context: the product catalog, stock levels and
+//! reservations.
 //!
 //! Inventory owns products; every change is published as
 //! `product.upserted`, from which the orders service keeps the projection
-//! it prices orders with. Stock levels and reservations build on this.
+//! it prices orders with. Stock is reserved for orders all lines or none,
+//! and never oversold: see [`stock`] for the decisions and the store for
+//! how each backend keeps them safe under concurrency.
 
 pub mod catalog;
 pub mod demo;
@@ -14,6 +17,6 @@ mod store;
 pub use routes::{InventoryState, create_router, router};
 pub use service::{InventoryService, consumers};
 pub use store::{
-    Adjustment, Applied, Decide, InboxKey, MIGRATIONS, ProductStore, SqliteInventoryStore,
-    StockStore,
+    Adjustment, Applied, Decide, InboxKey, MIGRATIONS, PG_MIGRATIONS, PgInventoryStore,
+    ProductStore, SqliteInventoryStore, StockStore,
 };

@@ -7,6 +7,7 @@
 pub mod clock;
 pub mod error;
 pub mod ids;
+pub mod migration;
 pub mod money;
 
 pub use clock::{Clock, IdGen, SystemClock, UlidGen};
@@ -14,4 +15,5 @@ pub use error::StoreError;
 pub use ids::{
     ClientId, EventId, IdParseError, OrderId, ParcelId, PaymentId, ProductId, RefundId, ShipmentId,
 };
+pub use migration::{Migration, MigrationSet};
 pub use money::{Currency, Quantity};

@@ -4,7 +4,8 @@
 //! - [`service`]: the use cases the HTTP routes call;
 //! - [`reactions`]: one handler per event this service consumes;
 //! - [`routes`]: the HTTP API;
-//! - [`store`]: the storage trait and its SQLite implementation.
+//! - [`store`]: the storage trait and its SQLite and PostgreSQL
+//!   implementations.
 
 pub mod domain;
 pub mod reactions;
@@ -14,4 +15,4 @@ pub mod store;
 
 pub use routes::{OrdersState, create_router, router};
 pub use service::OrdersService;
-pub use store::{MIGRATIONS, OrderStore, SqliteOrderStore};
+pub use store::{MIGRATIONS, OrderStore, PG_MIGRATIONS, PgOrderStore, SqliteOrderStore};

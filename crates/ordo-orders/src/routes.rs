@@ -398,7 +398,6 @@ async fn get_order(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// pending, confirmed, paid, shipped, delivered or cancelled.
     status: Option<String>,
@@ -411,9 +410,123 @@ pub struct ListQuery {
     /// Created before this instant (RFC 3339).
     created_to: Option<String>,
     /// Page size, 1 to 200 (default 50).
-    limit: Option<u32>,
+    // A string: the parameters after the named ones are collected as
+    // strings, and so must these be.
+    #[param(value_type = Option<u32>)]
+    limit: Option<String>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,
+    /// `attr.<key>=<value>` filters, and anything unknown (refused).
+    #[serde(flatten)]
+    #[param(ignore)]
+    rest: OtherParams,
+}
+
+/// The query parameters that are not fields of [`ListQuery`], in order,
+/// repeats kept.
+#[derive(Debug, Default)]
+struct OtherParams(Vec<(String, String)>);
+
+impl<'de> Deserialize<'de> for OtherParams {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Pairs;
+        impl<'de> serde::de::Visitor<'de> for Pairs {
+            type Value = OtherParams;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("query parameters")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<OtherParams, A::Error> {
+                let mut pairs = Vec::new();
+                while let Some(pair) = map.next_entry::<String, String>()? {
+                    pairs.push(pair);
+                }
+                Ok(OtherParams(pairs))
+            }
+        }
+        deserializer.deserialize_map(Pairs)
+    }
+}
+
+/// Attribute filters a list takes at most.
+pub const MAX_ATTRIBUTE_FILTERS: usize = 8;
+/// The longest attribute key a filter names.
+pub const MAX_ATTRIBUTE_KEY: usize = 64;
+/// The longest value an attribute filter compares with.
+pub const MAX_ATTRIBUTE_VALUE: usize = 256;
+
+/// The JSON value `attr.<key>=<value>` asks for: `true`, `false`, `null`
+/// and JSON numbers are those scalars, a double-quoted value is the string
+/// inside the quotes (`"42"` is the string 42), anything else is the
+/// string as given.
+fn attribute_value(raw: &str) -> serde_json::Value {
+    use serde_json::Value;
+    match raw {
+        "true" => return Value::Bool(true),
+        "false" => return Value::Bool(false),
+        "null" => return Value::Null,
+        _ => {}
+    }
+    if raw.len() >= 2 && raw.starts_with('"') && raw.ends_with('"') {
+        return Value::String(raw[1..raw.len() - 1].to_owned());
+    }
+    // A number exactly as JSON writes it: no surrounding space, no `+`,
+    // no leading zero (a postal code such as 01234 stays a string).
+    let number = raw.starts_with(|c: char| c == '-' || c.is_ascii_digit())
+        && raw.ends_with(|c: char| c.is_ascii_digit());
+    if number && let Ok(n) = serde_json::from_str::<serde_json::Number>(raw) {
+        return Value::Number(n);
+    }
+    Value::String(raw.to_owned())
+}
+
+/// The `attr.<key>` filters among `params`; anything else is an unknown
+/// parameter. Each problem becomes a field error naming the parameter.
+fn attribute_filters(
+    errors: &mut Vec<FieldError>,
+    params: &[(String, String)],
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut filters = serde_json::Map::new();
+    let mut count = 0;
+    for (name, raw) in params {
+        let Some(key) = name.strip_prefix("attr.") else {
+            errors.push(FieldError::new(name.as_str(), "is not a known field"));
+            continue;
+        };
+        count += 1;
+        let valid_key = !key.is_empty()
+            && key.len() <= MAX_ATTRIBUTE_KEY
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !valid_key {
+            errors.push(FieldError::new(
+                name.as_str(),
+                format!(
+                    "the attribute key must be 1 to {MAX_ATTRIBUTE_KEY} letters, digits, _ or -"
+                ),
+            ));
+        } else if raw.chars().count() > MAX_ATTRIBUTE_VALUE {
+            errors.push(FieldError::new(
+                name.as_str(),
+                format!("must be at most {MAX_ATTRIBUTE_VALUE} characters"),
+            ));
+        } else if filters
+            .insert(key.to_owned(), attribute_value(raw))
+            .is_some()
+        {
+            errors.push(FieldError::new(name.as_str(), "is given more than once"));
+        }
+    }
+    if count > MAX_ATTRIBUTE_FILTERS {
+        errors.push(FieldError::new(
+            "attr",
+            format!("at most {MAX_ATTRIBUTE_FILTERS} attribute filters"),
+        ));
+    }
+    filters
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -479,22 +592,38 @@ impl ListQuery {
             created_from: instant(&mut errors, "created_from", self.created_from.as_deref()),
             created_to: instant(&mut errors, "created_to", self.created_to.as_deref()),
             before,
+            attributes: attribute_filters(&mut errors, &self.rest.0),
         };
-        if self.limit == Some(0) {
-            errors.push(FieldError::new(
-                "limit",
-                format!("must be from 1 to {MAX_PAGE}"),
-            ));
-        }
+        let limit = match self.limit.as_deref().map(str::parse::<u32>) {
+            None => 50,
+            Some(Ok(n)) if n >= 1 => n.min(MAX_PAGE),
+            Some(_) => {
+                errors.push(FieldError::new(
+                    "limit",
+                    format!("must be from 1 to {MAX_PAGE}"),
+                ));
+                50
+            }
+        };
         if !errors.is_empty() {
             return Err(ApiError::validation(errors));
         }
-        Ok((filter, self.limit.unwrap_or(50).min(MAX_PAGE) as usize))
+        Ok((filter, limit as usize))
     }
 }
 
-/// Orders the caller may see, newest first, a page at a time.
-#[utoipa::path(get, path = "/v1/orders", tag = "orders", params(ListQuery), security(("bearer" = [])),
+/// Orders the caller may see, newest first, a page at a time. Every filter
+/// given must hold.
+#[utoipa::path(get, path = "/v1/orders", tag = "orders", security(("bearer" = [])),
+    params(
+        ListQuery,
+        ("attr.{key}" = Option<String>, Query, description = "Attribute filter, repeatable with \
+            other keys (at most 8): the order's attributes hold `key` with exactly this value. \
+            `true`, `false`, `null` and JSON numbers are those JSON values; a double-quoted value \
+            is the string inside the quotes (`attr.code=\"42\"`); anything else is the string as \
+            given (`attr.channel=web`). The key is 1 to 64 letters, digits, `_` or `-`.",
+            example = "true"),
+    ),
     responses((status = 200, body = OrderPage), (status = 422, body = ordo_http::Problem)))]
 async fn list_orders(
     State(state): State<OrdersState>,
@@ -593,4 +722,85 @@ async fn get_timeline(
     Ok(axum::Json(Timeline {
         items: entries.into_iter().map(TimelineEntryView::from).collect(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn filters(params: &[(&str, &str)]) -> (serde_json::Value, Vec<String>) {
+        let params: Vec<(String, String)> = params
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let mut errors = Vec::new();
+        let found = attribute_filters(&mut errors, &params);
+        (
+            serde_json::Value::Object(found),
+            errors.into_iter().map(|e| e.field).collect(),
+        )
+    }
+
+    #[test]
+    fn attribute_values_are_json_scalars_or_else_strings() {
+        for (raw, value) in [
+            ("true", json!(true)),
+            ("false", json!(false)),
+            ("null", json!(null)),
+            ("42", json!(42)),
+            ("-1.5", json!(-1.5)),
+            ("1e3", json!(1000.0)),
+            ("\"42\"", json!("42")),
+            ("\"true\"", json!("true")),
+            ("\"\"", json!("")),
+            ("\"", json!("\"")),
+            ("web", json!("web")),
+            ("01234", json!("01234")),
+            (" 1", json!(" 1")),
+            ("+1", json!("+1")),
+            ("1.", json!("1.")),
+            ("", json!("")),
+            ("black friday", json!("black friday")),
+        ] {
+            assert_eq!(attribute_value(raw), value, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn attribute_filters_name_the_parameter_they_find_wrong() {
+        let (found, errors) = filters(&[("attr.gift", "true"), ("attr.channel", "web")]);
+        assert_eq!(found, json!({"gift": true, "channel": "web"}));
+        assert!(errors.is_empty());
+
+        let long = format!("attr.{}", "k".repeat(MAX_ATTRIBUTE_KEY + 1));
+        let (_, errors) = filters(&[
+            ("attr.", "x"),
+            ("attr.a b", "x"),
+            ("attr.a.b", "x"),
+            (long.as_str(), "x"),
+            ("attr.ok_key-1", "x"),
+            ("attr.ok_key-1", "y"),
+            ("colour", "red"),
+        ]);
+        assert_eq!(
+            errors,
+            [
+                "attr.",
+                "attr.a b",
+                "attr.a.b",
+                long.as_str(),
+                "attr.ok_key-1",
+                "colour"
+            ]
+        );
+
+        let many: Vec<(String, &str)> = (0..=MAX_ATTRIBUTE_FILTERS)
+            .map(|i| (format!("attr.k{i}"), "1"))
+            .collect();
+        let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        assert_eq!(filters(&many).1, ["attr"]);
+        assert!(filters(&many[..MAX_ATTRIBUTE_FILTERS]).1.is_empty());
+    }
 }

@@ -8,7 +8,8 @@
 //! - [`service`]: charging, compensating and refunding;
 //! - [`reactions`]: the consumer of the order events;
 //! - [`routes`]: the HTTP API;
-//! - [`store`]: the storage trait and its SQLite implementation;
+//! - [`store`]: the storage trait and its SQLite and PostgreSQL
+//!   implementations;
 //! - [`metrics`]: the gateway client's Prometheus metrics.
 
 pub mod domain;
@@ -25,4 +26,4 @@ pub use reactions::consumers;
 pub use routes::{PaymentsState, router};
 pub use service::{PaymentsConfig, PaymentsService};
 pub use simulator::{Simulator, SimulatorConfig};
-pub use store::{MIGRATIONS, PaymentStore, SqlitePaymentStore};
+pub use store::{MIGRATIONS, PG_MIGRATIONS, PaymentStore, PgPaymentStore, SqlitePaymentStore};

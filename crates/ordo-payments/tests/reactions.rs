@@ -1,5 +1,6 @@
-//! The payments reactions against a real SQLite store and the simulator on
-//! a real port: events in, gateway calls and outbox events out.
+//! The payments reactions against a real store (each test runs on SQLite
+//! and on PostgreSQL) and the simulator on a real port: events in, gateway
+//! calls and outbox events out.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -8,9 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use chrono::Utc;
+use common::backend::Backend;
 use common::{
-    Harness, cancelled, closed_port, confirmed, dec, fast_gateway, harness, new_client, new_order,
-    simulator_and_client,
+    Harness, cancelled, closed_port, confirmed, dec, fast_gateway, harness_on, new_client,
+    new_order, simulator_and_client,
 };
 use ordo_bus::{EventContext, EventPayload};
 use ordo_events::{PaymentFailed, PaymentRefunded, PaymentSucceeded};
@@ -23,15 +25,14 @@ use ordo_payments::gateway::{
 };
 use ordo_payments::service::{PaymentError, RefundAmount};
 use ordo_payments::simulator::{TOK_DECLINED, TOK_TIMEOUT, TOK_TRANSIENT, TOK_VISA};
-use ordo_payments::{Gateway, GatewayError, HttpGateway, PaymentStore, PaymentsConfig};
+use ordo_payments::{Gateway, GatewayError, HttpGateway, PaymentsConfig};
 
 async fn payment_of(h: &Harness, order: OrderId) -> ordo_payments::domain::Payment {
     h.store.for_order(order).await.unwrap().expect("a payment")
 }
 
-#[tokio::test]
-async fn a_confirmed_order_is_captured_and_payment_succeeded_is_published() {
-    let (h, simulator) = harness().await;
+async fn a_confirmed_order_is_captured_and_payment_succeeded_is_published(backend: Backend) {
+    let (h, simulator) = harness_on(backend).await;
     let order = new_order();
     h.handler
         .handle(&confirmed(order, new_client(), "39.98", TOK_VISA))
@@ -56,9 +57,8 @@ async fn a_confirmed_order_is_captured_and_payment_succeeded_is_published() {
     assert_eq!(simulator.stats().captures, 1);
 }
 
-#[tokio::test]
-async fn every_gateway_call_is_recorded_with_its_key_and_outcome() {
-    let (h, _simulator) = harness().await;
+async fn every_gateway_call_is_recorded_with_its_key_and_outcome(backend: Backend) {
+    let (h, _simulator) = harness_on(backend).await;
     let order = new_order();
     h.handler
         .handle(&confirmed(order, new_client(), "10.00", TOK_VISA))
@@ -77,9 +77,8 @@ async fn every_gateway_call_is_recorded_with_its_key_and_outcome() {
     assert_ne!(attempts[0].idempotency_key, attempts[1].idempotency_key);
 }
 
-#[tokio::test]
-async fn a_duplicate_delivery_captures_only_once() {
-    let (h, simulator) = harness().await;
+async fn a_duplicate_delivery_captures_only_once(backend: Backend) {
+    let (h, simulator) = harness_on(backend).await;
     let order = new_order();
     let event = confirmed(order, new_client(), "10.00", TOK_VISA);
     h.handler.handle(&event).await.unwrap();
@@ -97,9 +96,8 @@ async fn a_duplicate_delivery_captures_only_once() {
     assert_eq!(h.store.all_totals().await.unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn a_declined_card_publishes_payment_failed_with_its_reason() {
-    let (h, simulator) = harness().await;
+async fn a_declined_card_publishes_payment_failed_with_its_reason(backend: Backend) {
+    let (h, simulator) = harness_on(backend).await;
     let order = new_order();
     h.handler
         .handle(&confirmed(order, new_client(), "10.00", TOK_DECLINED))
@@ -116,9 +114,8 @@ async fn a_declined_card_publishes_payment_failed_with_its_reason() {
     assert_eq!(simulator.stats().captures, 0);
 }
 
-#[tokio::test]
-async fn a_card_failing_transiently_is_charged_after_a_retry() {
-    let (h, simulator) = harness().await;
+async fn a_card_failing_transiently_is_charged_after_a_retry(backend: Backend) {
+    let (h, simulator) = harness_on(backend).await;
     let order = new_order();
     h.handler
         .handle(&confirmed(order, new_client(), "10.00", TOK_TRANSIENT))
@@ -128,9 +125,8 @@ async fn a_card_failing_transiently_is_charged_after_a_retry() {
     assert_eq!(simulator.stats().captures, 1);
 }
 
-#[tokio::test]
-async fn a_capture_whose_answer_timed_out_is_charged_once() {
-    let (h, simulator) = harness().await;
+async fn a_capture_whose_answer_timed_out_is_charged_once(backend: Backend) {
+    let (h, simulator) = harness_on(backend).await;
     let order = new_order();
     h.handler
         .handle(&confirmed(order, new_client(), "10.00", TOK_TIMEOUT))
@@ -141,9 +137,8 @@ async fn a_capture_whose_answer_timed_out_is_charged_once() {
     assert_eq!(payment_of(&h, order).await.capture_count, 1);
 }
 
-#[tokio::test]
-async fn cancelling_after_the_capture_refunds_everything() {
-    let (h, simulator) = harness().await;
+async fn cancelling_after_the_capture_refunds_everything(backend: Backend) {
+    let (h, simulator) = harness_on(backend).await;
     let order = new_order();
     h.handler
         .handle(&confirmed(order, new_client(), "25.50", TOK_VISA))
@@ -168,9 +163,8 @@ async fn cancelling_after_the_capture_refunds_everything() {
     assert_eq!(simulator.stats().refunded_total, dec("25.50"));
 }
 
-#[tokio::test]
-async fn a_confirmation_arriving_after_the_cancellation_never_charges() {
-    let (h, simulator) = harness().await;
+async fn a_confirmation_arriving_after_the_cancellation_never_charges(backend: Backend) {
+    let (h, simulator) = harness_on(backend).await;
     let order = new_order();
     h.handler.handle(&cancelled(order)).await.unwrap();
     h.handler
@@ -183,9 +177,8 @@ async fn a_confirmation_arriving_after_the_cancellation_never_charges() {
     assert_eq!(simulator.stats().requests, 0);
 }
 
-#[tokio::test]
-async fn cancelling_an_order_that_was_never_charged_does_nothing() {
-    let (h, simulator) = harness().await;
+async fn cancelling_an_order_that_was_never_charged_does_nothing(backend: Backend) {
+    let (h, simulator) = harness_on(backend).await;
     let order = new_order();
     h.handler
         .handle(&confirmed(order, new_client(), "10.00", TOK_DECLINED))
@@ -260,14 +253,13 @@ impl Gateway for Faulty {
     }
 }
 
-#[tokio::test]
-async fn a_capture_whose_answer_was_lost_is_retried_with_the_stored_key() {
+async fn a_capture_whose_answer_was_lost_is_retried_with_the_stored_key(backend: Backend) {
     let (simulator, client) = simulator_and_client().await;
     let gateway = Faulty::new(client);
     gateway
         .lose_next_capture_answer
         .store(true, Ordering::SeqCst);
-    let h = Harness::new(gateway.clone(), PaymentsConfig::default());
+    let h = Harness::on(backend, gateway.clone(), PaymentsConfig::default());
     let order = new_order();
     let event = confirmed(order, new_client(), "10.00", TOK_VISA);
 
@@ -299,11 +291,10 @@ async fn a_capture_whose_answer_was_lost_is_retried_with_the_stored_key() {
     assert_eq!(captures[1].outcome, Some(Outcome::Succeeded));
 }
 
-#[tokio::test]
-async fn a_refund_whose_answer_was_lost_is_resumed_with_the_stored_key() {
+async fn a_refund_whose_answer_was_lost_is_resumed_with_the_stored_key(backend: Backend) {
     let (simulator, client) = simulator_and_client().await;
     let gateway = Faulty::new(client);
-    let h = Harness::new(gateway.clone(), PaymentsConfig::default());
+    let h = Harness::on(backend, gateway.clone(), PaymentsConfig::default());
     let order = new_order();
     h.handler
         .handle(&confirmed(order, new_client(), "12.00", TOK_VISA))
@@ -336,9 +327,10 @@ async fn a_refund_whose_answer_was_lost_is_resumed_with_the_stored_key() {
     );
 }
 
-#[tokio::test]
-async fn confirmations_and_cancellations_racing_never_leave_money_with_a_cancelled_order() {
-    let (h, simulator) = harness().await;
+async fn confirmations_and_cancellations_racing_never_leave_money_with_a_cancelled_order(
+    backend: Backend,
+) {
+    let (h, simulator) = harness_on(backend).await;
     let h = Arc::new(h);
     let orders: Vec<OrderId> = (0..20).map(|_| new_order()).collect();
     let mut tasks = Vec::new();
@@ -371,10 +363,9 @@ async fn confirmations_and_cancellations_racing_never_leave_money_with_a_cancell
     assert_eq!(stats.captured_total, stats.refunded_total);
 }
 
-#[tokio::test]
-async fn an_unreachable_gateway_fails_the_payment_after_the_configured_attempts() {
+async fn an_unreachable_gateway_fails_the_payment_after_the_configured_attempts(backend: Backend) {
     let gateway = Arc::new(HttpGateway::new(closed_port(), fast_gateway()).unwrap());
-    let h = Harness::new(gateway, PaymentsConfig { max_unavailable: 2 });
+    let h = Harness::on(backend, gateway, PaymentsConfig { max_unavailable: 2 });
     let order = new_order();
     let event = confirmed(order, new_client(), "10.00", TOK_VISA);
 
@@ -391,12 +382,17 @@ async fn an_unreachable_gateway_fails_the_payment_after_the_configured_attempts(
     assert_eq!(payment_of(&h, order).await.status, PaymentStatus::Failed);
 }
 
-#[tokio::test]
-async fn a_capture_that_keeps_failing_gives_up_only_after_voiding_the_authorization() {
+async fn a_capture_that_keeps_failing_gives_up_only_after_voiding_the_authorization(
+    backend: Backend,
+) {
     let (simulator, client) = simulator_and_client().await;
     let gateway = Faulty::new(client);
     gateway.captures_down.store(true, Ordering::SeqCst);
-    let h = Harness::new(gateway.clone(), PaymentsConfig { max_unavailable: 2 });
+    let h = Harness::on(
+        backend,
+        gateway.clone(),
+        PaymentsConfig { max_unavailable: 2 },
+    );
     let order = new_order();
     let event = confirmed(order, new_client(), "10.00", TOK_VISA);
 
@@ -413,12 +409,15 @@ async fn a_capture_that_keeps_failing_gives_up_only_after_voiding_the_authorizat
     assert_eq!(simulator.stats().captures, 0);
 }
 
-#[tokio::test]
-async fn cancelling_an_authorized_payment_voids_it_and_the_charge_then_stops() {
+async fn cancelling_an_authorized_payment_voids_it_and_the_charge_then_stops(backend: Backend) {
     let (simulator, client) = simulator_and_client().await;
     let gateway = Faulty::new(client);
     gateway.captures_down.store(true, Ordering::SeqCst);
-    let h = Harness::new(gateway.clone(), PaymentsConfig { max_unavailable: 5 });
+    let h = Harness::on(
+        backend,
+        gateway.clone(),
+        PaymentsConfig { max_unavailable: 5 },
+    );
     let order = new_order();
     let event = confirmed(order, new_client(), "10.00", TOK_VISA);
     assert!(h.handler.handle(&event).await.is_err());
@@ -440,11 +439,12 @@ async fn cancelling_an_authorized_payment_voids_it_and_the_charge_then_stops() {
     assert_eq!(simulator.stats().captures, 0);
 }
 
-#[tokio::test]
-async fn a_cancellation_recorded_during_the_capture_is_refunded_as_a_late_payment() {
+async fn a_cancellation_recorded_during_the_capture_is_refunded_as_a_late_payment(
+    backend: Backend,
+) {
     let (simulator, client) = simulator_and_client().await;
     let gateway = Faulty::new(client);
-    let h = Harness::new(gateway.clone(), PaymentsConfig::default());
+    let h = Harness::on(backend, gateway.clone(), PaymentsConfig::default());
     let order = new_order();
     // Another process records the cancellation while the capture is out.
     let store = h.store.clone();
@@ -477,9 +477,8 @@ fn admin() -> Principal {
     }
 }
 
-#[tokio::test]
-async fn an_admin_refunds_part_then_the_rest_and_never_more_than_was_captured() {
-    let (h, simulator) = harness().await;
+async fn an_admin_refunds_part_then_the_rest_and_never_more_than_was_captured(backend: Backend) {
+    let (h, simulator) = harness_on(backend).await;
     let order = new_order();
     h.handler
         .handle(&confirmed(order, new_client(), "20.00", TOK_VISA))
@@ -551,9 +550,8 @@ async fn an_admin_refunds_part_then_the_rest_and_never_more_than_was_captured() 
     assert_eq!(simulator.stats().refunded_total, dec("20.00"));
 }
 
-#[tokio::test]
-async fn only_an_admin_refunds() {
-    let (h, _simulator) = harness().await;
+async fn only_an_admin_refunds(backend: Backend) {
+    let (h, _simulator) = harness_on(backend).await;
     let order = new_order();
     let customer = new_client();
     h.handler
@@ -578,9 +576,8 @@ async fn only_an_admin_refunds() {
     assert!(matches!(err, PaymentError::Forbidden(_)), "{err:?}");
 }
 
-#[tokio::test]
-async fn a_customer_sees_the_payments_of_their_own_orders_only() {
-    let (h, _simulator) = harness().await;
+async fn a_customer_sees_the_payments_of_their_own_orders_only(backend: Backend) {
+    let (h, _simulator) = harness_on(backend).await;
     let order = new_order();
     let customer = new_client();
     h.handler
@@ -617,9 +614,8 @@ async fn a_customer_sees_the_payments_of_their_own_orders_only() {
     );
 }
 
-#[tokio::test]
-async fn the_invariant_checker_reads_every_orders_totals() {
-    let (h, _simulator) = harness().await;
+async fn the_invariant_checker_reads_every_orders_totals(backend: Backend) {
+    let (h, _simulator) = harness_on(backend).await;
     let paid = new_order();
     let refunded = new_order();
     let declined = new_order();
@@ -648,3 +644,26 @@ async fn the_invariant_checker_reads_every_orders_totals() {
         assert_eq!(net, expected, "{:?}", t.order_id);
     }
 }
+
+on_both_backends!(
+    a_confirmed_order_is_captured_and_payment_succeeded_is_published,
+    every_gateway_call_is_recorded_with_its_key_and_outcome,
+    a_duplicate_delivery_captures_only_once,
+    a_declined_card_publishes_payment_failed_with_its_reason,
+    a_card_failing_transiently_is_charged_after_a_retry,
+    a_capture_whose_answer_timed_out_is_charged_once,
+    cancelling_after_the_capture_refunds_everything,
+    a_confirmation_arriving_after_the_cancellation_never_charges,
+    cancelling_an_order_that_was_never_charged_does_nothing,
+    a_capture_whose_answer_was_lost_is_retried_with_the_stored_key,
+    a_refund_whose_answer_was_lost_is_resumed_with_the_stored_key,
+    confirmations_and_cancellations_racing_never_leave_money_with_a_cancelled_order,
+    an_unreachable_gateway_fails_the_payment_after_the_configured_attempts,
+    a_capture_that_keeps_failing_gives_up_only_after_voiding_the_authorization,
+    cancelling_an_authorized_payment_voids_it_and_the_charge_then_stops,
+    a_cancellation_recorded_during_the_capture_is_refunded_as_a_late_payment,
+    an_admin_refunds_part_then_the_rest_and_never_more_than_was_captured,
+    only_an_admin_refunds,
+    a_customer_sees_the_payments_of_their_own_orders_only,
+    the_invariant_checker_reads_every_orders_totals,
+);

@@ -11,8 +11,8 @@ use axum::middleware::Next;
 use common::{Harness, confirmed, harness, new_client, new_order, serve};
 use ordo_http::{Principal, Role};
 use ordo_kernel::{ClientId, OrderId};
+use ordo_payments::PaymentsState;
 use ordo_payments::simulator::TOK_VISA;
-use ordo_payments::{PaymentStore, PaymentsState};
 use serde_json::{Value, json};
 
 /// Stands in for the authentication layer: the caller is named by test

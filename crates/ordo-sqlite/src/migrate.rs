@@ -7,18 +7,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
 
-#[derive(Debug, Clone, Copy)]
-pub struct Migration {
-    pub version: i64,
-    pub name: &'static str,
-    pub sql: &'static str,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct MigrationSet {
-    pub name: &'static str,
-    pub migrations: &'static [Migration],
-}
+pub use ordo_kernel::{Migration, MigrationSet};
 
 pub(crate) fn apply(conn: &mut Connection, sets: &[MigrationSet]) -> anyhow::Result<()> {
     conn.execute_batch(

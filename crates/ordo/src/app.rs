@@ -128,7 +128,7 @@ impl AppBuilder {
             clock,
             ids,
         } = self;
-        let stores = Stores::open(&config)?;
+        let stores = Stores::open(&config).await?;
         let auth = Arc::new(
             AuthService::start(
                 stores.clients.clone(),
@@ -216,7 +216,7 @@ impl AppBuilder {
         ops::register_bus_metrics(&mut registry, bus.stats(), gauges.clone());
         ordo_payments::metrics::register(&mut registry, gateway);
         let ops_state = OpsState {
-            databases: stores.databases().into_iter().cloned().collect(),
+            databases: stores.databases().to_vec(),
             outboxes: outboxes.clone(),
             dead_letters: stores.dead_letters.clone(),
             bus: bus.clone(),
@@ -426,8 +426,8 @@ impl App {
             }
         }
         drop(bus);
-        for db in stores.databases() {
-            db.clone().close();
+        for db in stores.databases {
+            db.close();
         }
         info!("stopped");
         served.context("serving HTTP")

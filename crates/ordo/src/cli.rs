@@ -41,6 +41,14 @@ pub struct GlobalArgs {
     /// PostgreSQL URL (unset: SQLite in the data directory).
     #[arg(long, global = true, env = "ORDO_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// PostgreSQL read replica serving the GET endpoints.
+    #[arg(
+        long,
+        global = true,
+        env = "ORDO_READ_DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub read_database_url: Option<String>,
     /// NATS URL (unset: the in-process bus).
     #[arg(long, global = true, env = "ORDO_NATS_URL", hide_env_values = true)]
     pub nats_url: Option<String>,
@@ -143,6 +151,7 @@ impl Cli {
                 listen: g.listen.clone(),
                 data_dir: g.data_dir.clone(),
                 database_url: g.database_url.clone(),
+                read_database_url: g.read_database_url.clone(),
                 nats_url: g.nats_url.clone(),
                 courier_sim: g.courier_sim.clone(),
                 demo: if g.no_demo { Some(false) } else { g.demo },
@@ -163,9 +172,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         None | Some(Command::Serve { .. }) => serve(config).await,
         Some(Command::Migrate) => {
             crate::telemetry::init(config.log_format);
-            let stores = Stores::open(&config)?;
+            let stores = Stores::open(&config).await?;
             for db in stores.databases() {
-                println!("{}: migrated ({})", db.name(), db.path().display());
+                println!("{}: migrated ({})", db.name(), db.location());
             }
             Ok(())
         }
@@ -176,7 +185,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Client {
             command: ClientCommand::Create { role, name },
         }) => {
-            let stores = Stores::open(&config)?;
+            let stores = Stores::open(&config).await?;
             let auth = AuthService::start(
                 stores.clients.clone(),
                 Arc::new(SystemClock),
@@ -200,7 +209,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Dlq { command }) => {
-            let stores = Stores::open(&config)?;
+            let stores = Stores::open(&config).await?;
             dlq(stores.dead_letters.as_ref(), command).await
         }
         Some(Command::Bench { command }) => crate::bench::run(&config, command).await,

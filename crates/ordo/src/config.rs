@@ -102,6 +102,10 @@ pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub database_url: Option<Secret>,
+    /// A PostgreSQL read replica serving the GET endpoints.
+    pub read_database_url: Option<Secret>,
+    /// PostgreSQL connections per service schema.
+    pub database_pool_size: usize,
     pub nats_url: Option<Secret>,
     pub courier_sim: CourierSim,
     pub demo: bool,
@@ -139,6 +143,8 @@ impl Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: data_dir.into(),
             database_url: None,
+            read_database_url: None,
+            database_pool_size: 8,
             nats_url: None,
             courier_sim: CourierSim::Off,
             demo: true,
@@ -172,6 +178,8 @@ pub struct FileConfig {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub database_url: Option<Secret>,
+    pub read_database_url: Option<Secret>,
+    pub database_pool_size: Option<usize>,
     pub nats_url: Option<Secret>,
     pub courier_sim: Option<String>,
     pub demo: Option<bool>,
@@ -209,6 +217,7 @@ pub struct Overrides {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub database_url: Option<String>,
+    pub read_database_url: Option<String>,
     pub nats_url: Option<String>,
     pub courier_sim: Option<String>,
     pub demo: Option<bool>,
@@ -258,6 +267,15 @@ impl Config {
                 .map(Secret::new)
                 .or(file.database_url)
                 .filter(|s| !s.0.is_empty()),
+            read_database_url: over
+                .read_database_url
+                .map(Secret::new)
+                .or(file.read_database_url)
+                .filter(|s| !s.0.is_empty()),
+            database_pool_size: file
+                .database_pool_size
+                .unwrap_or(d.database_pool_size)
+                .clamp(1, 256),
             nats_url: over
                 .nats_url
                 .map(Secret::new)
@@ -295,14 +313,26 @@ impl Config {
         Ok(config)
     }
 
-    /// This build runs the embedded mode; say so plainly rather than
-    /// silently ignoring a PostgreSQL or NATS URL.
+    /// Refuses what this build cannot run, plainly, rather than silently
+    /// ignoring a setting.
     pub fn check_mode(&self) -> anyhow::Result<()> {
-        if let Some(url) = &self.database_url {
-            bail!(
-                "database-url {} is not supported yet: this build stores data in SQLite files under --data-dir; unset ORDO_DATABASE_URL",
-                url.redacted_url()
-            );
+        for (key, url) in [
+            ("database-url", &self.database_url),
+            ("read-database-url", &self.read_database_url),
+        ] {
+            if let Some(url) = url
+                && !["postgres://", "postgresql://"]
+                    .iter()
+                    .any(|scheme| url.expose().starts_with(scheme))
+            {
+                bail!(
+                    "{key} {} is not a PostgreSQL URL (postgres://user@host/database); unset it to store data in SQLite files under --data-dir",
+                    url.redacted_url()
+                );
+            }
+        }
+        if self.read_database_url.is_some() && self.database_url.is_none() {
+            bail!("read-database-url needs database-url: SQLite has no read replica");
         }
         let mut services = self.services.clone();
         services.sort();

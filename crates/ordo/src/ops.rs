@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use crate::stores::DatabaseHandle;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -10,7 +11,6 @@ use chrono::{DateTime, Utc};
 use ordo_bus::{BusStats, DeadLetter, DeadLetterStore, LocalBus, OutboxStore};
 use ordo_http::{ApiError, Principal, Query, Role};
 use ordo_kernel::StoreError;
-use ordo_sqlite::Database;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -23,7 +23,7 @@ use utoipa_axum::routes;
 
 #[derive(Clone)]
 pub struct OpsState {
-    pub databases: Vec<Database>,
+    pub databases: Vec<DatabaseHandle>,
     pub outboxes: Vec<Arc<dyn OutboxStore>>,
     pub dead_letters: Arc<dyn DeadLetterStore>,
     pub bus: LocalBus,
@@ -120,12 +120,7 @@ pub async fn ready(State(state): State<OpsState>) -> Response {
     let mut checks = serde_json::Map::new();
     let mut ok = true;
     for db in &state.databases {
-        let result = db
-            .read(|conn| {
-                conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
-                    .map_err(ordo_sqlite::store_error)
-            })
-            .await;
+        let result = db.ping().await;
         let status = match result {
             Ok(_) => "ok".to_owned(),
             Err(err) => {

@@ -7,36 +7,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use common::order_body;
-use common::process::Server;
+use common::process::{Server, demo_token as token};
 use ordo_bus::OutboxStore;
 use reqwest::StatusCode;
 use serde_json::Value;
-
-async fn token(
-    http: &reqwest::Client,
-    base: &str,
-    data_dir: &std::path::Path,
-    role: &str,
-) -> String {
-    let credentials: Value =
-        serde_json::from_slice(&std::fs::read(data_dir.join("demo-credentials.json")).unwrap())
-            .unwrap();
-    let c = &credentials[role];
-    let body: Value = http
-        .post(format!("{base}/oauth/token"))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", c["client_id"].as_str().unwrap()),
-            ("client_secret", c["client_secret"].as_str().unwrap()),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    body["access_token"].as_str().unwrap().to_owned()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_order_survives_a_kill_9_with_exactly_one_created_event() {

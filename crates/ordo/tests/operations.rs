@@ -99,7 +99,7 @@ async fn the_command_line_migrates_shows_config_and_creates_clients() {
     assert_eq!(config["listen"], "127.0.0.1:9999");
     assert_eq!(config["courier_sim"], "2000ms");
 
-    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_ordo"))
+    let postgres = std::process::Command::new(env!("CARGO_BIN_EXE_ordo"))
         .args([
             "config",
             "--database-url",
@@ -107,14 +107,21 @@ async fn the_command_line_migrates_shows_config_and_creates_clients() {
         ])
         .output()
         .unwrap();
+    assert!(postgres.status.success());
+    let config: Value = serde_json::from_slice(&postgres.stdout).unwrap();
+    assert_eq!(config["database_url"], "postgres://ordo:[redacted]@db/ordo");
+
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_ordo"))
+        .args(["config", "--database-url", "mysql://ordo:hunter2@db/ordo"])
+        .output()
+        .unwrap();
     assert!(
         !refused.status.success(),
         "an unsupported backend is refused, not ignored"
     );
-    assert!(
-        !String::from_utf8_lossy(&refused.stderr).contains("hunter2"),
-        "the password is redacted"
-    );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("not a PostgreSQL URL"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "the password is redacted");
 
     let created: Value = serde_json::from_str(&cli(
         dir.path(),

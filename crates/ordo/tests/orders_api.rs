@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{TestApp, eventually, fields, order_body, problem};
+use common::{Backend, TestApp, eventually, fields, order_body, problem};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -343,3 +343,96 @@ async fn customers_see_only_their_own_orders_and_sellers_those_with_their_produc
     problem(app.get(&courier, "/v1/orders").await, StatusCode::FORBIDDEN).await;
     app.assert_no_server_errors().await;
 }
+
+/// The ids of the caller's orders that `query` lists, newest first.
+async fn listed(app: &TestApp, token: &str, query: &str) -> Vec<String> {
+    let response = app.get(token, &format!("/v1/orders?{query}")).await;
+    assert_eq!(response.status(), StatusCode::OK, "{query}");
+    let page: Value = response.json().await.unwrap();
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn lists_filter_by_attribute_containment(backend: Backend) {
+    let app = TestApp::spawn_on(backend).await;
+    let customer = app.token("customer").await;
+    let product = app.product_id(0).await;
+    let mut ids = Vec::new();
+    for attributes in [
+        json!({"gift": true, "channel": "web", "code": "42"}),
+        json!({"gift": false, "channel": "app", "code": 42, "weight": 1.5, "note": null}),
+        json!({"channel": "web", "campaign": "black friday", "tags": ["gift"]}),
+    ] {
+        let mut body = order_body(&product, 1);
+        body["attributes"] = attributes;
+        let response = app.post_json(&customer, "/v1/orders", &body).await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let order: Value = response.json().await.unwrap();
+        ids.push(order["id"].as_str().unwrap().to_owned());
+    }
+    let [web_gift, app_order, campaign] = [&ids[0], &ids[1], &ids[2]].map(String::as_str);
+
+    for (query, expected) in [
+        ("attr.gift=true", vec![web_gift]),
+        ("attr.gift=false", vec![app_order]),
+        ("attr.channel=web", vec![campaign, web_gift]),
+        ("attr.channel=web&attr.gift=true", vec![web_gift]),
+        // A number, or the string of its digits when quoted.
+        ("attr.code=42", vec![app_order]),
+        ("attr.code=%2242%22", vec![web_gift]),
+        ("attr.weight=1.5", vec![app_order]),
+        ("attr.note=null", vec![app_order]),
+        ("attr.campaign=black+friday", vec![campaign]),
+        ("attr.campaign=%22black%20friday%22", vec![campaign]),
+        // Containment of the key's own value: not inside arrays.
+        ("attr.tags=gift", vec![]),
+        ("attr.channel=fax", vec![]),
+        ("attr.channel=web&limit=1", vec![campaign]),
+        ("attr.channel=web&status=cancelled", vec![]),
+    ] {
+        assert_eq!(listed(&app, &customer, query).await, expected, "{query}");
+    }
+    // The cursor walks the filtered list.
+    let page: Value = app
+        .get(&customer, "/v1/orders?attr.channel=web&limit=1")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let cursor = page["next_cursor"].as_str().unwrap();
+    assert_eq!(
+        listed(
+            &app,
+            &customer,
+            &format!("attr.channel=web&limit=1&cursor={cursor}")
+        )
+        .await,
+        [web_gift]
+    );
+    // Another customer's orders stay out of a customer's filtered list.
+    let (_, bob) = app.new_client("customer").await;
+    assert!(listed(&app, &bob, "attr.channel=web").await.is_empty());
+
+    let nine: String = (0..9).map(|i| format!("attr.k{i}=1&")).collect();
+    for (query, field) in [
+        ("attr.=x", "attr."),
+        ("attr.bad%20key=x", "attr.bad key"),
+        ("attr.a.b=x", "attr.a.b"),
+        ("attr.gift=true&attr.gift=false", "attr.gift"),
+        (nine.trim_end_matches('&'), "attr"),
+    ] {
+        let body = problem(
+            app.get(&customer, &format!("/v1/orders?{query}")).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+        assert_eq!(fields(&body), [field], "{query}");
+    }
+    app.assert_no_server_errors().await;
+}
+
+on_both_backends!(lists_filter_by_attribute_containment);

@@ -1,18 +1,19 @@
-//! The saga end to end, every path, in embedded mode.
+//! The saga end to end, every path, on SQLite and on PostgreSQL (one process, in-process bus).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use std::time::Duration;
 
-use common::{TestApp, order_body};
+use common::{Backend, TestApp, order_body};
 use ordo_orders::domain::OrderStatus;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-#[tokio::test]
-async fn an_order_for_more_than_the_stock_is_cancelled_out_of_stock_and_holds_nothing() {
-    let app = TestApp::spawn().await;
+async fn an_order_for_more_than_the_stock_is_cancelled_out_of_stock_and_holds_nothing(
+    backend: Backend,
+) {
+    let app = TestApp::spawn_on(backend).await;
     let customer = app.token("customer").await;
     let (_, product) = app.product_with_stock(3, "5.00").await;
     let order = app.create_order(&customer, &product, 4).await;
@@ -39,9 +40,8 @@ async fn an_order_for_more_than_the_stock_is_cancelled_out_of_stock_and_holds_no
     app.assert_no_server_errors().await;
 }
 
-#[tokio::test]
-async fn prefer_wait_answers_with_the_sagas_first_decision() {
-    let app = TestApp::spawn().await;
+async fn prefer_wait_answers_with_the_sagas_first_decision(backend: Backend) {
+    let app = TestApp::spawn_on(backend).await;
     let customer = app.token("customer").await;
     let (_, product) = app.product_with_stock(1, "5.00").await;
     let response = app
@@ -77,9 +77,10 @@ async fn prefer_wait_answers_with_the_sagas_first_decision() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn five_hundred_buyers_of_the_last_ten_units_leave_exactly_ten_orders_standing() {
-    let app = TestApp::spawn().await;
+async fn five_hundred_buyers_of_the_last_ten_units_leave_exactly_ten_orders_standing(
+    backend: Backend,
+) {
+    let app = TestApp::spawn_on(backend).await;
     let customer = app.token("customer").await;
     let (_, product) = app.product_with_stock(10, "99.00").await;
     let mut tasks = Vec::new();
@@ -135,9 +136,8 @@ async fn five_hundred_buyers_of_the_last_ten_units_leave_exactly_ten_orders_stan
     .await;
 }
 
-#[tokio::test]
-async fn sellers_manage_their_catalog_and_stock_and_orders_see_the_new_price() {
-    let app = TestApp::spawn().await;
+async fn sellers_manage_their_catalog_and_stock_and_orders_see_the_new_price(backend: Backend) {
+    let app = TestApp::spawn_on(backend).await;
     let (seller, product) = app.product_with_stock(5, "10.00").await;
     let (_, other_seller) = app.new_client("seller").await;
     let customer = app.token("customer").await;
@@ -241,4 +241,11 @@ async fn sellers_manage_their_catalog_and_stock_and_orders_see_the_new_price() {
         .await;
     common::problem(peek, StatusCode::FORBIDDEN).await;
     app.assert_no_server_errors().await;
+}
+
+on_both_backends! {
+    an_order_for_more_than_the_stock_is_cancelled_out_of_stock_and_holds_nothing,
+    prefer_wait_answers_with_the_sagas_first_decision,
+    five_hundred_buyers_of_the_last_ten_units_leave_exactly_ten_orders_standing,
+    sellers_manage_their_catalog_and_stock_and_orders_see_the_new_price,
 }

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestApp, order_body, problem};
+use common::{Backend, TestApp, order_body, problem};
 use ordo_app::config::CourierSim;
 use ordo_bus::Faults;
 use ordo_orders::domain::OrderStatus;
@@ -45,9 +45,11 @@ fn own_events(timeline: &[Value]) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn an_order_is_paid_shipped_and_delivered_with_the_whole_story_in_its_timeline() {
-    let app = TestApp::spawn_with(
+async fn an_order_is_paid_shipped_and_delivered_with_the_whole_story_in_its_timeline(
+    backend: Backend,
+) {
+    let app = TestApp::spawn_on_with(
+        backend,
         |b| b,
         |c| c.courier_sim = CourierSim::Pace(Duration::from_millis(30)),
     )
@@ -128,9 +130,8 @@ async fn an_order_is_paid_shipped_and_delivered_with_the_whole_story_in_its_time
     app.assert_no_server_errors().await;
 }
 
-#[tokio::test]
-async fn a_declined_card_cancels_the_order_and_gives_the_stock_back() {
-    let app = TestApp::spawn().await;
+async fn a_declined_card_cancels_the_order_and_gives_the_stock_back(backend: Backend) {
+    let app = TestApp::spawn_on(backend).await;
     let customer = app.token("customer").await;
     let product = app.product_id(1).await;
     let before = app.available(&product).await;
@@ -147,9 +148,15 @@ async fn a_declined_card_cancels_the_order_and_gives_the_stock_back() {
     app.assert_invariants(&[]).await;
 }
 
-#[tokio::test]
-async fn a_hold_that_expires_before_payment_cancels_the_order_and_a_late_payment_is_refunded() {
-    let app = TestApp::spawn_with(|b| b, |c| c.reservation_ttl = Duration::from_millis(300)).await;
+async fn a_hold_that_expires_before_payment_cancels_the_order_and_a_late_payment_is_refunded(
+    backend: Backend,
+) {
+    let app = TestApp::spawn_on_with(
+        backend,
+        |b| b,
+        |c| c.reservation_ttl = Duration::from_millis(300),
+    )
+    .await;
     let customer = app.token("customer").await;
     let product = app.product_id(2).await;
     let before = app.available(&product).await;
@@ -166,9 +173,8 @@ async fn a_hold_that_expires_before_payment_cancels_the_order_and_a_late_payment
     app.assert_invariants(&[]).await;
 }
 
-#[tokio::test]
-async fn a_customer_cancels_at_each_status_before_shipping_and_not_after() {
-    let app = TestApp::spawn().await;
+async fn a_customer_cancels_at_each_status_before_shipping_and_not_after(backend: Backend) {
+    let app = TestApp::spawn_on(backend).await;
     let customer = app.token("customer").await;
     let product = app.product_id(3).await;
     let before = app.available(&product).await;
@@ -263,9 +269,8 @@ async fn a_customer_cancels_at_each_status_before_shipping_and_not_after() {
     app.assert_no_server_errors().await;
 }
 
-#[tokio::test]
-async fn a_cancel_that_races_the_courier_is_settled_by_the_pickup() {
-    let app = TestApp::spawn().await;
+async fn a_cancel_that_races_the_courier_is_settled_by_the_pickup(backend: Backend) {
+    let app = TestApp::spawn_on(backend).await;
     let customer = app.token("customer").await;
     let courier = app.token("courier").await;
     let product = app.product_id(5).await;
@@ -318,9 +323,8 @@ async fn a_cancel_that_races_the_courier_is_settled_by_the_pickup() {
     app.assert_invariants(&[OrderStatus::Shipped]).await;
 }
 
-#[tokio::test]
-async fn a_gateway_timeout_after_a_capture_still_captures_exactly_once() {
-    let app = TestApp::spawn().await;
+async fn a_gateway_timeout_after_a_capture_still_captures_exactly_once(backend: Backend) {
+    let app = TestApp::spawn_on(backend).await;
     let customer = app.token("customer").await;
     let product = app.product_id(4).await;
     let id = place(
@@ -337,9 +341,11 @@ async fn a_gateway_timeout_after_a_capture_still_captures_exactly_once() {
     app.assert_invariants(&[OrderStatus::Paid]).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_thousand_mixed_orders_with_declines_cancels_and_duplicates_break_no_invariant() {
-    let app = TestApp::spawn_with(
+async fn two_thousand_mixed_orders_with_declines_cancels_and_duplicates_break_no_invariant(
+    backend: Backend,
+) {
+    let app = TestApp::spawn_on_with(
+        backend,
         |b| {
             b.bus_faults(Faults {
                 duplicate_rate: 0.2,
@@ -420,4 +426,14 @@ async fn two_thousand_mixed_orders_with_declines_cancels_and_duplicates_break_no
     .await;
     app.assert_invariants(&[]).await;
     app.assert_no_server_errors().await;
+}
+
+on_both_backends! {
+    an_order_is_paid_shipped_and_delivered_with_the_whole_story_in_its_timeline,
+    a_declined_card_cancels_the_order_and_gives_the_stock_back,
+    a_hold_that_expires_before_payment_cancels_the_order_and_a_late_payment_is_refunded,
+    a_customer_cancels_at_each_status_before_shipping_and_not_after,
+    a_cancel_that_races_the_courier_is_settled_by_the_pickup,
+    a_gateway_timeout_after_a_capture_still_captures_exactly_once,
+    two_thousand_mixed_orders_with_declines_cancels_and_duplicates_break_no_invariant,
 }

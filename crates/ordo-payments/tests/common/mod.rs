@@ -1,6 +1,11 @@
 //! What the payments tests share: a simulator on a real port, clients with
-//! short timeouts, a manual monotonic clock, a service over SQLite.
+//! short timeouts, a manual monotonic clock, a service over SQLite or
+//! PostgreSQL.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+pub mod backend;
+
+use backend::Backend;
 
 use std::net::SocketAddr;
 use std::str::FromStr;
@@ -13,10 +18,9 @@ use ordo_events::{OrderCancelled, OrderConfirmed};
 use ordo_kernel::{ClientId, Currency, EventId, OrderId, SystemClock, UlidGen};
 use ordo_payments::gateway::MonotonicClock;
 use ordo_payments::{
-    Gateway, GatewayConfig, HttpGateway, PaymentsConfig, PaymentsService, Simulator,
-    SimulatorConfig, SqlitePaymentStore,
+    Gateway, GatewayConfig, HttpGateway, PaymentStore, PaymentsConfig, PaymentsService, Simulator,
+    SimulatorConfig,
 };
-use ordo_sqlite::{Database, DatabaseOptions, SqliteOutbox};
 use rust_decimal::Decimal;
 use tokio::net::TcpListener;
 use ulid::Ulid;
@@ -134,29 +138,26 @@ pub fn cancelled(order: OrderId) -> Envelope {
     )
 }
 
-/// A payments service over a fresh SQLite file, charging through `gateway`.
+/// A payments service over a fresh database, charging through `gateway`.
 pub struct Harness {
     pub service: Arc<PaymentsService>,
-    pub store: Arc<SqlitePaymentStore>,
-    pub outbox: SqliteOutbox,
+    pub store: Arc<dyn PaymentStore>,
+    pub outbox: Arc<dyn OutboxStore>,
     pub handler: Arc<dyn Handler>,
-    _dir: tempfile::TempDir,
+    /// Dropped last: the database outlives everything using it.
+    _backend: Backend,
 }
 
 impl Harness {
+    /// Over a fresh SQLite file.
     pub fn new(gateway: Arc<dyn Gateway>, config: PaymentsConfig) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Database::open(
-            "payments",
-            &dir.path().join("payments.db"),
-            &ordo_payments::MIGRATIONS,
-            DatabaseOptions::default(),
-        )
-        .unwrap();
-        let store = Arc::new(SqlitePaymentStore::new(db.clone()));
+        Self::on(backend::sqlite(), gateway, config)
+    }
+
+    pub fn on(backend: Backend, gateway: Arc<dyn Gateway>, config: PaymentsConfig) -> Self {
         let service = Arc::new(
             PaymentsService::new(
-                store.clone(),
+                backend.store.clone(),
                 gateway,
                 Arc::new(SystemClock),
                 Arc::new(UlidGen::new()),
@@ -169,10 +170,10 @@ impl Harness {
             .handler;
         Self {
             service,
-            store,
-            outbox: SqliteOutbox::new("payments", db),
+            store: backend.store.clone(),
+            outbox: backend.outbox.clone(),
             handler,
-            _dir: dir,
+            _backend: backend,
         }
     }
 
@@ -203,8 +204,16 @@ pub async fn simulator_and_client() -> (Simulator, Arc<HttpGateway>) {
     (simulator, gateway)
 }
 
-/// A service charging through a fresh simulator.
+/// A service over SQLite charging through a fresh simulator.
 pub async fn harness() -> (Harness, Simulator) {
+    harness_on(backend::sqlite()).await
+}
+
+/// A service over `backend` charging through a fresh simulator.
+pub async fn harness_on(backend: Backend) -> (Harness, Simulator) {
     let (simulator, gateway) = simulator_and_client().await;
-    (Harness::new(gateway, PaymentsConfig::default()), simulator)
+    (
+        Harness::on(backend, gateway, PaymentsConfig::default()),
+        simulator,
+    )
 }

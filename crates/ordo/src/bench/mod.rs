@@ -9,6 +9,7 @@
 
 mod api;
 mod commit;
+mod dataset;
 mod http;
 mod proc;
 mod report;
@@ -57,6 +58,49 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 5)]
         seconds: u64,
     },
+    /// Loads a generated year of orders into the PostgreSQL database of
+    /// `--database-url` (its orders schema), with a progress bar, and the
+    /// catalog they were placed from (its inventory schema).
+    Dataset {
+        /// Orders to load (1000000, or 1M).
+        #[arg(long, default_value = "1M", value_parser = dataset::parse_count)]
+        orders: u64,
+        /// Distinct customers (default: one per 50 orders).
+        #[arg(long, value_parser = dataset::parse_count)]
+        customers: Option<u64>,
+        #[arg(long, default_value_t = 200)]
+        sellers: u64,
+        /// Products in the catalog (also loaded into the inventory schema).
+        #[arg(long, default_value = "20000", value_parser = dataset::parse_count)]
+        products: u64,
+        /// Days the orders are spread over, up to now.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Runs every list and filter query the API can issue against the
+    /// orders and products of `--database-url`, prints each one's p50/p95 and plan
+    /// summary, and fails when one reads a large table sequentially.
+    Explain {
+        /// Executions of each query for its timings.
+        #[arg(long, default_value_t = 30)]
+        runs: usize,
+        /// Tables with at least this many rows count as large.
+        #[arg(long, default_value_t = 10_000)]
+        large_rows: i64,
+        /// JSON instead of a markdown table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn postgres_url(config: &Config) -> anyhow::Result<&str> {
+    config
+        .database_url
+        .as_ref()
+        .map(|u| u.expose())
+        .ok_or_else(|| anyhow::anyhow!("this benchmark needs --database-url postgres://…"))
 }
 
 pub async fn run(config: &Config, command: BenchCommand) -> anyhow::Result<()> {
@@ -65,6 +109,29 @@ pub async fn run(config: &Config, command: BenchCommand) -> anyhow::Result<()> {
             commit::group_commit(config, writers, seconds).await
         }
         BenchCommand::Http(args) => http::run(*args).await,
+        BenchCommand::Dataset {
+            orders,
+            customers,
+            sellers,
+            products,
+            days,
+            seed,
+        } => {
+            let spec = dataset::Spec {
+                orders,
+                customers: customers.unwrap_or((orders / 50).max(100)),
+                sellers,
+                products,
+                days: days.max(1),
+                seed,
+            };
+            dataset::load(postgres_url(config)?, spec).await
+        }
+        BenchCommand::Explain {
+            runs,
+            large_rows,
+            json,
+        } => dataset::check(postgres_url(config)?, runs, large_rows, json).await,
         BenchCommand::Saga {
             url,
             credentials,

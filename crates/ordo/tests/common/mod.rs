@@ -7,13 +7,52 @@ pub mod process;
 use std::future::Future;
 use std::time::Duration;
 
-use ordo_app::config::Config;
+use ordo_app::config::{Config, Secret};
 use ordo_app::demo::DemoCredentials;
 use ordo_app::{App, AppBuilder};
+use ordo_postgres::testing::TestDatabase;
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
+
+/// Where a test application keeps its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite files in a fresh data directory.
+    Sqlite,
+    /// A fresh database on the server named by `ORDO_TEST_DATABASE_URL`.
+    Postgres,
+}
+
+/// Generates, for each named `async fn name(backend: Backend)`, a test per
+/// backend: `sqlite::name` and `postgres::name`. The PostgreSQL one says so
+/// and passes when `ORDO_TEST_DATABASE_URL` is unset (CI sets it).
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if std::env::var_os(ordo_postgres::testing::URL_VARIABLE).is_none() {
+                        eprintln!("{}: ORDO_TEST_DATABASE_URL is not set; the PostgreSQL run is skipped", stringify!($name));
+                        return;
+                    }
+                    super::$name($crate::common::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
 
 pub struct TestApp {
     pub base: String,
@@ -23,6 +62,8 @@ pub struct TestApp {
     pub checker: ordo_invariants::Checker,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// Dropped (and the database with it) after the application.
+    database: Option<TestDatabase>,
 }
 
 pub fn test_config(dir: &std::path::Path) -> Config {
@@ -44,8 +85,31 @@ impl TestApp {
         customize: impl FnOnce(AppBuilder) -> AppBuilder,
         configure: impl FnOnce(&mut Config),
     ) -> Self {
+        Self::spawn_on_with(Backend::Sqlite, customize, configure).await
+    }
+
+    pub async fn spawn_on(backend: Backend) -> Self {
+        Self::spawn_on_with(backend, |b| b, |_| {}).await
+    }
+
+    pub async fn spawn_on_with(
+        backend: Backend,
+        customize: impl FnOnce(AppBuilder) -> AppBuilder,
+        configure: impl FnOnce(&mut Config),
+    ) -> Self {
         let data_dir = tempfile::tempdir().unwrap();
         let mut config = test_config(data_dir.path());
+        let database = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => {
+                let database = TestDatabase::create()
+                    .await
+                    .expect("ORDO_TEST_DATABASE_URL names the test server");
+                config.database_url = Some(Secret::new(database.url()));
+                config.database_pool_size = 4;
+                Some(database)
+            }
+        };
         configure(&mut config);
         let app = customize(App::builder(config)).build().await.unwrap();
         let base = format!("http://{}", app.local_addr().unwrap());
@@ -66,6 +130,7 @@ impl TestApp {
             checker,
             shutdown: Some(tx),
             task: Some(task),
+            database,
         };
         test_app.wait_for_catalog().await;
         test_app
@@ -320,13 +385,15 @@ pub fn order_body(product_id: &str, quantity: i64) -> Value {
     })
 }
 
-/// Polls `condition` until it holds, for at most 30 seconds.
+/// Polls `condition` until it holds, for at most 90 seconds (generous: a
+/// loaded two-core machine runs the PostgreSQL and SQLite variants of a
+/// test side by side; a condition that never holds still fails).
 pub async fn eventually<F, Fut>(what: &str, mut condition: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     loop {
         if condition().await {
             return;

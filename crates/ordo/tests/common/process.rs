@@ -89,3 +89,25 @@ pub fn cli(data_dir: &Path, args: &[&str]) -> String {
     );
     String::from_utf8(output.stdout).unwrap()
 }
+
+/// A token for one of the demo clients the server wrote to `data_dir`.
+pub async fn demo_token(http: &reqwest::Client, base: &str, data_dir: &Path, role: &str) -> String {
+    let credentials: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data_dir.join("demo-credentials.json")).unwrap())
+            .unwrap();
+    let c = &credentials[role];
+    let body: serde_json::Value = http
+        .post(format!("{base}/oauth/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", c["client_id"].as_str().unwrap()),
+            ("client_secret", c["client_secret"].as_str().unwrap()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["access_token"].as_str().unwrap().to_owned()
+}

@@ -1,116 +1,22 @@
-//! Orders storage: the trait the service and reactions use, and its SQLite
-//! implementation. SQL lives here and nowhere else in this crate.
+//! The SQLite implementation of [`OrderStore`], one database file behind
+//! a writer thread.
 
 use std::collections::HashMap;
 use std::str::FromStr;
 
-use chrono::{DateTime, Utc};
 use ordo_bus::Envelope;
-pub use ordo_bus::{Applied, InboxKey};
 use ordo_events::Address;
 use ordo_kernel::{ClientId, Currency, OrderId, ProductId, Quantity, StoreError};
-use ordo_sqlite::{
-    Database, Migration, MigrationSet, PLATFORM_MIGRATIONS, outbox_append, record_inbox,
-    store_error, time,
-};
+use ordo_sqlite::{Database, outbox_append, record_inbox, store_error, time};
+use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use rust_decimal::Decimal;
 
+use super::{
+    Applied, InboxKey, OrderFilter, OrderStore, TimelineAppend, TimelineEntry,
+    check_attribute_filter,
+};
 use crate::domain::{CatalogEntry, Order, OrderItem, OrderStatus};
-
-pub const MIGRATIONS: [MigrationSet; 2] = [
-    PLATFORM_MIGRATIONS,
-    MigrationSet {
-        name: "orders",
-        migrations: &[
-            Migration {
-                version: 1,
-                name: "orders, items, catalog projection, timeline",
-                sql: include_str!("../migrations/0001_orders.sql"),
-            },
-            Migration {
-                version: 2,
-                name: "cancellation requests",
-                sql: include_str!("../migrations/0002_cancellation_requests.sql"),
-            },
-        ],
-    },
-];
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TimelineAppend {
-    Appended,
-    Duplicate,
-    /// The order's previous event is not in the timeline yet.
-    Early,
-}
-
-/// Which orders a list returns. `before` is the keyset cursor: ids sort in
-/// creation order, pages walk newest first.
-#[derive(Debug, Clone, Default)]
-pub struct OrderFilter {
-    pub status: Option<OrderStatus>,
-    pub customer: Option<ClientId>,
-    pub seller: Option<ClientId>,
-    pub created_from: Option<DateTime<Utc>>,
-    pub created_to: Option<DateTime<Utc>>,
-    pub before: Option<OrderId>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct TimelineEntry {
-    pub seq: i64,
-    pub event_id: String,
-    pub event_type: String,
-    pub at: DateTime<Utc>,
-    pub actor: Option<String>,
-    pub correlation_id: String,
-    pub data: serde_json::Value,
-}
-
-#[async_trait::async_trait]
-pub trait OrderStore: Send + Sync + 'static {
-    /// Writes a new order and its `order.created`, atomically. `Conflict`
-    /// when the customer already used the order's idempotency key.
-    async fn create(&self, order: Order, created: Envelope) -> Result<(), StoreError>;
-    async fn get(&self, id: OrderId) -> Result<Order, StoreError>;
-    async fn find_by_idempotency_key(
-        &self,
-        customer: ClientId,
-        key: &str,
-    ) -> Result<Option<Order>, StoreError>;
-    async fn list(&self, filter: OrderFilter, limit: usize) -> Result<Vec<Order>, StoreError>;
-    /// Saves a transitioned order with its events, if the stored version is
-    /// still `expected_version` (else `Conflict`), and with the inbox entry
-    /// of the event that caused it, if any.
-    async fn save_transition(
-        &self,
-        order: Order,
-        expected_version: i64,
-        events: Vec<Envelope>,
-        inbox: Option<InboxKey>,
-    ) -> Result<Applied, StoreError>;
-    async fn catalog(
-        &self,
-        ids: Vec<ProductId>,
-    ) -> Result<HashMap<ProductId, CatalogEntry>, StoreError>;
-    /// Keeps the entry if it is newer than the one held.
-    async fn upsert_catalog(
-        &self,
-        entry: CatalogEntry,
-        inbox: InboxKey,
-    ) -> Result<Applied, StoreError>;
-    /// Appends `event` to its order's timeline. With `after`, the entry
-    /// with that sequence must already be there.
-    async fn append_timeline(
-        &self,
-        order: OrderId,
-        event: Envelope,
-        after: Option<i64>,
-        inbox: InboxKey,
-    ) -> Result<TimelineAppend, StoreError>;
-    async fn timeline(&self, order: OrderId) -> Result<Vec<TimelineEntry>, StoreError>;
-}
 
 pub struct SqliteOrderStore {
     db: Database,
@@ -216,6 +122,60 @@ fn query_orders(
     Ok(orders)
 }
 
+/// `attributes` holds `key` with exactly `value` (a scalar), as
+/// PostgreSQL's `attributes @> {"key": value}` decides it: `json_type` tells
+/// a JSON null from a missing key and `true` from `1`; numbers compare by
+/// value whether stored as integers or reals.
+fn attribute_condition(
+    key: &str,
+    value: &serde_json::Value,
+    conditions: &mut Vec<String>,
+    values: &mut Vec<SqlValue>,
+) {
+    use serde_json::Value;
+    // A quoted path step cannot hold a double quote: such a key is looked
+    // up among the object's members instead.
+    let (ty, extracted, path) = if key.contains('"') {
+        (
+            "(SELECT j.type FROM json_each(o.attributes) j WHERE j.key = ?)",
+            "(SELECT j.atom FROM json_each(o.attributes) j WHERE j.key = ?)",
+            key.to_owned(),
+        )
+    } else {
+        (
+            "json_type(o.attributes, ?)",
+            "json_extract(o.attributes, ?)",
+            format!("$.\"{key}\""),
+        )
+    };
+    let path = SqlValue::Text(path);
+    let (condition, value) = match value {
+        Value::Null => (format!("{ty} = 'null'"), None),
+        Value::Bool(true) => (format!("{ty} = 'true'"), None),
+        Value::Bool(false) => (format!("{ty} = 'false'"), None),
+        Value::String(s) => (
+            format!("({ty} = 'text' AND {extracted} = ?)"),
+            Some(SqlValue::Text(s.clone())),
+        ),
+        Value::Number(n) => (
+            format!("({ty} IN ('integer', 'real') AND {extracted} = ?)"),
+            Some(match (n.as_i64(), n.as_f64()) {
+                (Some(i), _) => SqlValue::Integer(i),
+                (None, Some(f)) => SqlValue::Real(f),
+                (None, None) => SqlValue::Null,
+            }),
+        ),
+        // Refused before the query is built.
+        Value::Array(_) | Value::Object(_) => ("0".to_owned(), None),
+    };
+    conditions.push(condition);
+    values.push(path.clone());
+    if let Some(value) = value {
+        values.push(path);
+        values.push(value);
+    }
+}
+
 #[async_trait::async_trait]
 impl OrderStore for SqliteOrderStore {
     async fn create(&self, order: Order, created: Envelope) -> Result<(), StoreError> {
@@ -307,33 +267,38 @@ impl OrderStore for SqliteOrderStore {
             .read(move |conn| {
                 // Only the filters present go into the statement, so that
                 // the planner picks the index that serves them.
-                let mut conditions: Vec<&str> = Vec::new();
-                let mut values: Vec<String> = Vec::new();
+                check_attribute_filter(&filter.attributes)?;
+                let mut conditions: Vec<String> = Vec::new();
+                let mut values: Vec<SqlValue> = Vec::new();
                 if let Some(status) = filter.status {
-                    conditions.push("o.status = ?");
-                    values.push(status.as_str().to_owned());
+                    conditions.push("o.status = ?".to_owned());
+                    values.push(SqlValue::Text(status.as_str().to_owned()));
                 }
                 if let Some(customer) = filter.customer {
-                    conditions.push("o.customer_id = ?");
-                    values.push(customer.to_string());
+                    conditions.push("o.customer_id = ?".to_owned());
+                    values.push(SqlValue::Text(customer.to_string()));
                 }
                 if let Some(seller) = filter.seller {
                     conditions.push(
-                        "o.id IN (SELECT i.order_id FROM order_items i WHERE i.seller_id = ?)",
+                        "o.id IN (SELECT i.order_id FROM order_items i WHERE i.seller_id = ?)"
+                            .to_owned(),
                     );
-                    values.push(seller.to_string());
+                    values.push(SqlValue::Text(seller.to_string()));
                 }
                 if let Some(from) = filter.created_from {
-                    conditions.push("o.created_at >= ?");
-                    values.push(time::to_sql(from));
+                    conditions.push("o.created_at >= ?".to_owned());
+                    values.push(SqlValue::Text(time::to_sql(from)));
                 }
                 if let Some(to) = filter.created_to {
-                    conditions.push("o.created_at < ?");
-                    values.push(time::to_sql(to));
+                    conditions.push("o.created_at < ?".to_owned());
+                    values.push(SqlValue::Text(time::to_sql(to)));
                 }
                 if let Some(before) = filter.before {
-                    conditions.push("o.id < ?");
-                    values.push(before.to_string());
+                    conditions.push("o.id < ?".to_owned());
+                    values.push(SqlValue::Text(before.to_string()));
+                }
+                for (key, value) in &filter.attributes {
+                    attribute_condition(key, value, &mut conditions, &mut values);
                 }
                 let columns = ORDER_COLUMNS
                     .split(", ")

@@ -1,64 +1,23 @@
+//! The inventory store on SQLite: every write goes through the single
+//! writer, so a decision's snapshot cannot change under it.
+
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use ordo_bus::Envelope;
-pub use ordo_bus::{Applied, InboxKey};
 use ordo_events::StockLine;
 use ordo_kernel::{ClientId, Currency, OrderId, ProductId, StoreError};
-use ordo_sqlite::{
-    Database, Migration, MigrationSet, PLATFORM_MIGRATIONS, outbox_append, record_inbox,
-    store_error, time,
-};
+use ordo_sqlite::{Database, outbox_append, record_inbox, store_error, time};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::stock::{
-    Decision, Reservation, ReservationStatus, Snapshot, StockChange, StockLevel, apply_to_level,
+    Reservation, ReservationStatus, Snapshot, StockChange, StockLevel, apply_to_level,
 };
 use rust_decimal::Decimal;
 
 use crate::catalog::Product;
 
-pub const MIGRATIONS: [MigrationSet; 2] = [
-    PLATFORM_MIGRATIONS,
-    MigrationSet {
-        name: "inventory",
-        migrations: &[
-            Migration {
-                version: 1,
-                name: "products",
-                sql: include_str!("../migrations/0001_products.sql"),
-            },
-            Migration {
-                version: 2,
-                name: "stock levels, movements and reservations",
-                sql: include_str!("../migrations/0002_stock_and_reservations.sql"),
-            },
-        ],
-    },
-];
-
-#[async_trait::async_trait]
-pub trait ProductStore: Send + Sync + 'static {
-    /// Inserts the products with their events, all or none.
-    async fn insert_all(&self, products: Vec<(Product, Envelope)>) -> Result<(), StoreError>;
-    async fn get(&self, id: ProductId) -> Result<Product, StoreError>;
-    /// A page of products in id order after `after`, optionally one seller's.
-    async fn list(
-        &self,
-        seller: Option<ClientId>,
-        after: Option<ProductId>,
-        limit: usize,
-    ) -> Result<Vec<Product>, StoreError>;
-    async fn count(&self) -> Result<u64, StoreError>;
-    /// Saves a changed product with its event, if it is still at
-    /// `expected_version` (else `Conflict`).
-    async fn update(
-        &self,
-        product: Product,
-        expected_version: i64,
-        event: Envelope,
-    ) -> Result<(), StoreError>;
-}
+use super::{Adjustment, Applied, Decide, InboxKey, ProductStore, StockStore};
 
 pub struct SqliteInventoryStore {
     db: Database,
@@ -239,45 +198,6 @@ impl ProductStore for SqliteInventoryStore {
             })
             .await
     }
-}
-
-/// The pure decision run inside the write transaction.
-pub type Decide = Box<dyn FnOnce(&Snapshot) -> Decision + Send>;
-
-/// A stock adjustment: a restock, a correction, the initial stock.
-#[derive(Debug, Clone)]
-pub struct Adjustment {
-    pub movement_id: String,
-    pub product: ProductId,
-    pub delta: i64,
-    pub reason: String,
-    pub actor: String,
-    pub at: DateTime<Utc>,
-}
-
-#[async_trait::async_trait]
-pub trait StockStore: Send + Sync + 'static {
-    /// Adds `delta` units to the available stock; `Conflict` when that
-    /// would take it below zero, `NotFound` for an unknown product.
-    async fn adjust(&self, adjustment: Adjustment) -> Result<StockLevel, StoreError>;
-    async fn level(&self, product: ProductId) -> Result<StockLevel, StoreError>;
-    async fn levels(&self) -> Result<Vec<(ProductId, StockLevel)>, StoreError>;
-    /// Loads the order's reservation and the stock of `products` (and of
-    /// the reservation's lines), runs `decide` on them and applies its
-    /// decision with its events, in one transaction.
-    async fn decide(
-        &self,
-        order: OrderId,
-        products: Vec<ProductId>,
-        inbox: Option<InboxKey>,
-        decide: Decide,
-    ) -> Result<Applied, StoreError>;
-    async fn reservation(&self, order: OrderId) -> Result<Option<Reservation>, StoreError>;
-    async fn reservations(&self) -> Result<Vec<Reservation>, StoreError>;
-    /// Active holds whose time ran out by `now`.
-    async fn expired(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<OrderId>, StoreError>;
-    /// When the next active hold runs out.
-    async fn next_expiry(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
 }
 
 fn level_row(row: &Row<'_>) -> rusqlite::Result<StockLevel> {

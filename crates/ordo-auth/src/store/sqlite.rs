@@ -1,52 +1,13 @@
+//! The SQLite implementation of [`ClientStore`].
+
 use chrono::{DateTime, Utc};
 use ordo_http::Role;
 use ordo_http::auth::SigningKey;
 use ordo_kernel::{ClientId, StoreError};
-use ordo_sqlite::{Database, Migration, MigrationSet, store_error, time};
+use ordo_sqlite::{Database, store_error, time};
 use rusqlite::{Row, params};
 
-pub const MIGRATIONS: MigrationSet = MigrationSet {
-    name: "auth",
-    migrations: &[Migration {
-        version: 1,
-        name: "api clients and signing keys",
-        sql: include_str!("../migrations/0001_clients.sql"),
-    }],
-};
-
-#[derive(Clone, PartialEq, Eq)]
-pub struct ApiClient {
-    pub id: ClientId,
-    pub name: String,
-    pub role: Role,
-    pub secret_hash: String,
-    pub created_at: DateTime<Utc>,
-    pub revoked_at: Option<DateTime<Utc>>,
-}
-
-impl std::fmt::Debug for ApiClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiClient")
-            .field("id", &self.id)
-            .field("name", &self.name)
-            .field("role", &self.role)
-            .field("revoked_at", &self.revoked_at)
-            .finish_non_exhaustive()
-    }
-}
-
-#[async_trait::async_trait]
-pub trait ClientStore: Send + Sync + 'static {
-    async fn insert(&self, client: ApiClient) -> Result<(), StoreError>;
-    async fn get(&self, id: ClientId) -> Result<ApiClient, StoreError>;
-    async fn list(&self) -> Result<Vec<ApiClient>, StoreError>;
-    /// Revokes a client; revoking twice keeps the first time.
-    async fn revoke(&self, id: ClientId, at: DateTime<Utc>) -> Result<ApiClient, StoreError>;
-    async fn count(&self) -> Result<u64, StoreError>;
-    /// Every signing key, oldest first.
-    async fn signing_keys(&self) -> Result<Vec<SigningKey>, StoreError>;
-    async fn add_signing_key(&self, key: SigningKey, at: DateTime<Utc>) -> Result<(), StoreError>;
-}
+use super::{ApiClient, ClientStore};
 
 pub struct SqliteClientStore {
     db: Database,

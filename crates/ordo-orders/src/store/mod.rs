@@ -1,0 +1,162 @@
+//! Orders storage: the trait the service and reactions use, and its
+//! implementations on SQLite ([`SqliteOrderStore`]) and PostgreSQL
+//! ([`PgOrderStore`]). SQL lives here and nowhere else in this crate.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use ordo_bus::Envelope;
+pub use ordo_bus::{Applied, InboxKey};
+use ordo_kernel::{ClientId, Migration, MigrationSet, OrderId, ProductId, StoreError};
+
+use crate::domain::{CatalogEntry, Order, OrderStatus};
+
+mod postgres;
+mod sqlite;
+
+pub use postgres::PgOrderStore;
+pub use sqlite::SqliteOrderStore;
+
+/// The SQLite migrations of the orders database.
+pub const MIGRATIONS: [MigrationSet; 2] = [
+    ordo_sqlite::PLATFORM_MIGRATIONS,
+    MigrationSet {
+        name: "orders",
+        migrations: &[
+            Migration {
+                version: 1,
+                name: "orders, items, catalog projection, timeline",
+                sql: include_str!("../../migrations/sqlite/0001_orders.sql"),
+            },
+            Migration {
+                version: 2,
+                name: "cancellation requests",
+                sql: include_str!("../../migrations/sqlite/0002_cancellation_requests.sql"),
+            },
+        ],
+    },
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimelineAppend {
+    Appended,
+    Duplicate,
+    /// The order's previous event is not in the timeline yet.
+    Early,
+}
+
+/// The PostgreSQL migrations of the `orders` schema.
+pub const PG_MIGRATIONS: [MigrationSet; 2] = [
+    ordo_postgres::PLATFORM_MIGRATIONS,
+    MigrationSet {
+        name: "orders",
+        migrations: &[
+            Migration {
+                version: 1,
+                name: "orders and their items",
+                sql: include_str!("../../migrations/postgres/0001_orders.sql"),
+            },
+            Migration {
+                version: 2,
+                name: "catalog projection",
+                sql: include_str!("../../migrations/postgres/0002_catalog.sql"),
+            },
+            Migration {
+                version: 3,
+                name: "timeline",
+                sql: include_str!("../../migrations/postgres/0003_timeline.sql"),
+            },
+        ],
+    },
+];
+
+/// Which orders a list returns. `before` is the keyset cursor: ids sort in
+/// creation order, pages walk newest first. Every filter present must
+/// hold.
+#[derive(Debug, Clone, Default)]
+pub struct OrderFilter {
+    pub status: Option<OrderStatus>,
+    pub customer: Option<ClientId>,
+    pub seller: Option<ClientId>,
+    /// Created at or after this instant.
+    pub created_from: Option<DateTime<Utc>>,
+    /// Created before this instant.
+    pub created_to: Option<DateTime<Utc>>,
+    pub before: Option<OrderId>,
+    /// The order's attributes hold each of these keys with exactly this
+    /// value (JSON containment, `attributes @> {...}`). Values are scalars:
+    /// a string, a number, `true`, `false` or `null`; a number matches an
+    /// equal number however it is written (`1` and `1.0`). An array or
+    /// object value is refused by both stores.
+    pub attributes: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The refusal of an attribute filter value that is not a scalar.
+fn check_attribute_filter(
+    attributes: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(), StoreError> {
+    match attributes
+        .iter()
+        .find(|(_, v)| v.is_array() || v.is_object())
+    {
+        Some((key, _)) => Err(StoreError::Other(anyhow::anyhow!(
+            "the attribute filter on {key:?} is not a scalar"
+        ))),
+        None => Ok(()),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimelineEntry {
+    pub seq: i64,
+    pub event_id: String,
+    pub event_type: String,
+    pub at: DateTime<Utc>,
+    pub actor: Option<String>,
+    pub correlation_id: String,
+    pub data: serde_json::Value,
+}
+
+#[async_trait::async_trait]
+pub trait OrderStore: Send + Sync + 'static {
+    /// Writes a new order and its `order.created`, atomically. `Conflict`
+    /// when the customer already used the order's idempotency key.
+    async fn create(&self, order: Order, created: Envelope) -> Result<(), StoreError>;
+    async fn get(&self, id: OrderId) -> Result<Order, StoreError>;
+    async fn find_by_idempotency_key(
+        &self,
+        customer: ClientId,
+        key: &str,
+    ) -> Result<Option<Order>, StoreError>;
+    async fn list(&self, filter: OrderFilter, limit: usize) -> Result<Vec<Order>, StoreError>;
+    /// Saves a transitioned order with its events, if the stored version is
+    /// still `expected_version` (else `Conflict`), and with the inbox entry
+    /// of the event that caused it, if any.
+    async fn save_transition(
+        &self,
+        order: Order,
+        expected_version: i64,
+        events: Vec<Envelope>,
+        inbox: Option<InboxKey>,
+    ) -> Result<Applied, StoreError>;
+    async fn catalog(
+        &self,
+        ids: Vec<ProductId>,
+    ) -> Result<HashMap<ProductId, CatalogEntry>, StoreError>;
+    /// Keeps the entry if it is newer than the one held.
+    async fn upsert_catalog(
+        &self,
+        entry: CatalogEntry,
+        inbox: InboxKey,
+    ) -> Result<Applied, StoreError>;
+    /// Appends `event` to its order's timeline. With `after`, the entry
+    /// with that sequence must already be there.
+    async fn append_timeline(
+        &self,
+        order: OrderId,
+        event: Envelope,
+        after: Option<i64>,
+        inbox: InboxKey,
+    ) -> Result<TimelineAppend, StoreError>;
+    async fn timeline(&self, order: OrderId) -> Result<Vec<TimelineEntry>, StoreError>;
+}
