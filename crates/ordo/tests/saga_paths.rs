@@ -418,12 +418,7 @@ async fn two_thousand_mixed_orders_with_declines_cancels_and_duplicates_break_no
     for t in tasks {
         t.await.unwrap();
     }
-    common::eventually("every order is delivered or cancelled", || async {
-        app.wait_for_quiet_bus().await;
-        let violations = app.checker.check(&Default::default()).await.unwrap();
-        violations.iter().all(|v| v.invariant != 2)
-    })
-    .await;
+    app.wait_until_every_order_is_final().await;
     app.assert_invariants(&[]).await;
     app.assert_no_server_errors().await;
 }

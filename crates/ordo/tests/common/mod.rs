@@ -183,6 +183,39 @@ impl TestApp {
         );
     }
 
+    /// Waits until every order is final, for as long as orders keep
+    /// settling: fails once 60 seconds pass with no order reaching a final
+    /// state (a stall, not a slow machine), naming the orders left.
+    pub async fn wait_until_every_order_is_final(&self) {
+        let stall = Duration::from_secs(60);
+        let mut fewest = usize::MAX;
+        let mut last_progress = tokio::time::Instant::now();
+        loop {
+            let open: Vec<_> = self
+                .checker
+                .check(&Default::default())
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|v| v.invariant == 2)
+                .collect();
+            if open.is_empty() {
+                return;
+            }
+            if open.len() < fewest {
+                fewest = open.len();
+                last_progress = tokio::time::Instant::now();
+            }
+            assert!(
+                last_progress.elapsed() < stall,
+                "{} orders stopped settling for {stall:?}: {:#?}",
+                open.len(),
+                &open[..open.len().min(10)]
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     /// A product of a new seller with `stock` units; (seller token, id).
     pub async fn product_with_stock(&self, stock: i64, price: &str) -> (String, String) {
         let (_, seller) = self.new_client("seller").await;
