@@ -18,6 +18,7 @@ pub mod explain;
 mod idempotency;
 mod migrate;
 mod outbox;
+pub mod pgbench;
 pub mod testing;
 
 pub use database::{PgDatabase, PgOptions};

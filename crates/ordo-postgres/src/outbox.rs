@@ -13,15 +13,17 @@ use tokio_postgres::{AsyncMessage, NoTls};
 
 use crate::{PgDatabase, store_error};
 
+/// The statement of [`outbox_append`].
+pub(crate) const OUTBOX_INSERT: &str =
+    "INSERT INTO outbox (event_id, event_type, subject, envelope, created_at)
+     VALUES ($1, $2, $3, $4, $5)";
+
 /// Appends an event to the outbox, inside the caller's transaction. The
 /// table's trigger notifies the relays at commit.
 pub async fn outbox_append(tx: &Transaction<'_>, envelope: &Envelope) -> Result<(), StoreError> {
     let json = serde_json::to_string(envelope).map_err(|e| StoreError::Other(e.into()))?;
     let stmt = tx
-        .prepare_cached(
-            "INSERT INTO outbox (event_id, event_type, subject, envelope, created_at)
-             VALUES ($1, $2, $3, $4, $5)",
-        )
+        .prepare_cached(OUTBOX_INSERT)
         .await
         .map_err(store_error)?;
     tx.execute(

@@ -683,6 +683,78 @@ impl PgOrderStore {
     }
 }
 
+/// pgbench scripts of this store's statements (see [`ordo_postgres::pgbench`]).
+impl PgOrderStore {
+    /// The transaction of [`OrderStore::create`] for an order like `order`
+    /// and its `order.created` event: BEGIN, the order, its lines and the
+    /// outbox row sent in one pipeline, COMMIT. The values are `order`'s,
+    /// the order and event ids fresh in each transaction.
+    pub fn pgbench_create(order: &Order, created: &Envelope) -> Result<String, StoreError> {
+        use ordo_postgres::pgbench::{FRESH, array, fresh, json, null, opt_text, text, timestamp};
+        let row = OrderColumns::of(order)?;
+        let items = ItemColumns::of(std::slice::from_ref(order))?;
+        let id = fresh("ord_");
+        let insert_order = ordo_postgres::pgbench::substitute(
+            INSERT_ORDER,
+            &[
+                id.clone(),
+                text(&row.customer_id),
+                text(row.status),
+                opt_text(row.cancellation_reason.as_deref()),
+                text(&row.currency),
+                text(&row.total.to_string()),
+                text(&row.market),
+                json(&row.shipping_address),
+                text(&row.payment_token),
+                json(&row.attributes),
+                row.idempotency_key.as_deref().map_or_else(null, text),
+                row.version.to_string(),
+                timestamp(&row.created_at),
+                timestamp(&row.updated_at),
+                opt_text(row.cancel_requested.as_deref()),
+            ],
+        )?;
+        let lines = vec![id.clone(); items.order_id.len()];
+        let insert_items = ordo_postgres::pgbench::substitute(
+            INSERT_ITEMS,
+            &[
+                format!("ARRAY[{}]", lines.join(", ")),
+                array(&items.line_no),
+                array(&items.product_id),
+                array(&items.sku),
+                array(&items.name),
+                array(&items.seller_id),
+                array(&items.quantity),
+                array(&items.unit_price),
+                array(&items.line_total),
+            ],
+        )?;
+        let outbox = ordo_postgres::pgbench::outbox_insert(created, fresh("evt_"), id)?;
+        Ok(format!(
+            "{FRESH}\nBEGIN;\n\\startpipeline\n{insert_order};\n{insert_items};\n{outbox};\n\\endpipeline\nCOMMIT;\n"
+        ))
+    }
+
+    /// The queries of [`OrderStore::get`] for the order `id`, sent in one
+    /// pipeline.
+    pub fn pgbench_get(id: OrderId) -> Result<String, StoreError> {
+        let id = [ordo_postgres::pgbench::text(&id.to_string())];
+        let order = ordo_postgres::pgbench::substitute(&get_order_sql(), &id)?;
+        let items = ordo_postgres::pgbench::substitute(&get_items_sql(), &id)?;
+        Ok(format!(
+            "\\startpipeline\n{order};\n{items};\n\\endpipeline\n"
+        ))
+    }
+}
+
+fn get_order_sql() -> String {
+    format!("SELECT {ORDER_COLUMNS} FROM orders o WHERE o.id = $1")
+}
+
+fn get_items_sql() -> String {
+    format!("SELECT {ITEM_COLUMNS} FROM order_items WHERE order_id = $1 ORDER BY line_no")
+}
+
 #[async_trait::async_trait]
 impl OrderStore for PgOrderStore {
     async fn create(&self, order: Order, created: Envelope) -> Result<(), StoreError> {
@@ -720,9 +792,7 @@ impl OrderStore for PgOrderStore {
     async fn get(&self, id: OrderId) -> Result<Order, StoreError> {
         let conn = self.db.conn().await?;
         let id = id.to_string();
-        let order_sql = format!("SELECT {ORDER_COLUMNS} FROM orders o WHERE o.id = $1");
-        let items_sql =
-            format!("SELECT {ITEM_COLUMNS} FROM order_items WHERE order_id = $1 ORDER BY line_no");
+        let (order_sql, items_sql) = (get_order_sql(), get_items_sql());
         let (order_stmt, items_stmt) = tokio::try_join!(
             conn.prepare_cached(&order_sql),
             conn.prepare_cached(&items_sql),

@@ -17,14 +17,17 @@ use rust_decimal::Decimal;
 
 use crate::config::Config;
 
-fn sample_order(
+/// A pending order of `lines` lines of two units each, and its
+/// `order.created` event.
+pub(super) fn sample_order(
     ids: &dyn IdGen,
     clock: &dyn Clock,
     customer: ClientId,
+    lines: usize,
 ) -> anyhow::Result<(Order, Envelope)> {
     let now = clock.now();
     let price = Decimal::from_str("19.99")?;
-    let items: Vec<OrderItem> = (0..2)
+    let items: Vec<OrderItem> = (0..lines)
         .map(|i| OrderItem {
             product_id: ProductId::from_ulid(ids.ulid()),
             sku: format!("SKU-{i}"),
@@ -106,7 +109,7 @@ async fn measure(
         tasks.push(tokio::spawn(async move {
             let customer = ClientId::from_ulid(ids.ulid());
             while Instant::now() < deadline {
-                let (order, event) = sample_order(ids.as_ref(), &SystemClock, customer)?;
+                let (order, event) = sample_order(ids.as_ref(), &SystemClock, customer, 2)?;
                 store.create(order, event).await?;
                 committed.fetch_add(1, Ordering::Relaxed);
             }

@@ -258,7 +258,7 @@ impl World {
     }
 }
 
-async fn orders_db(url: &str) -> anyhow::Result<PgDatabase> {
+pub(super) async fn orders_db(url: &str) -> anyhow::Result<PgDatabase> {
     PgDatabase::connect(
         url,
         "orders",

@@ -52,6 +52,9 @@ pub enum Scenario {
     /// POST /v1/orders, then create → delivered (needs a fast courier:
     /// the server started with `--courier-sim 10ms`).
     SagaDelivered,
+    /// GET /health/live: a static route, no token, no database; the HTTP
+    /// ceiling of this server on this machine.
+    Static,
 }
 
 impl Scenario {
@@ -63,6 +66,7 @@ impl Scenario {
             Self::Mixed => "mixed",
             Self::SagaPaid => "saga-paid",
             Self::SagaDelivered => "saga-delivered",
+            Self::Static => "static",
         }
     }
 
@@ -163,16 +167,18 @@ enum Op {
     Create,
     Get,
     List,
+    Static,
 }
 
 impl Op {
-    const ALL: [Op; 3] = [Op::Create, Op::Get, Op::List];
+    const ALL: [Op; 4] = [Op::Create, Op::Get, Op::List, Op::Static];
 
     fn name(self) -> &'static str {
         match self {
             Self::Create => "create",
             Self::Get => "get",
             Self::List => "list",
+            Self::Static => "static",
         }
     }
 
@@ -186,6 +192,7 @@ impl Op {
             Self::Create => 0.2,
             Self::Get => 0.7,
             Self::List => 0.1,
+            Self::Static => 0.0,
         }
     }
 }
@@ -234,7 +241,7 @@ struct Run {
     list_queries: Vec<Vec<String>>,
     /// Requests due (sent, in closed loop) from this instant are measured.
     window_start: Instant,
-    stats: Mutex<[OpStats; 3]>,
+    stats: Mutex<[OpStats; 4]>,
     /// Saga scenarios: the orders created in the measured window.
     created: Mutex<Vec<String>>,
     done: AtomicU64,
@@ -260,6 +267,7 @@ impl Run {
             Scenario::Create | Scenario::SagaPaid | Scenario::SagaDelivered => Op::Create,
             Scenario::Get => Op::Get,
             Scenario::List => Op::List,
+            Scenario::Static => Op::Static,
             Scenario::Mixed => match rand::random_range(0..100u32) {
                 0..20 => Op::Create,
                 20..30 => Op::List,
@@ -288,6 +296,7 @@ impl Run {
                     .map_or("limit=20", String::as_str);
                 http.get(self.api.at(&format!("/v1/orders?{query}")))
             }
+            Op::Static => return http.get(self.api.at("/health/live")),
         };
         builder.bearer_auth(&self.customer)
     }
@@ -695,7 +704,7 @@ pub async fn run(args: HttpArgs) -> anyhow::Result<()> {
         pool: RwLock::new(pool.into_iter().map(|(id, _)| id).collect()),
         list_queries: list,
         window_start,
-        stats: Mutex::new([OpStats::new(), OpStats::new(), OpStats::new()]),
+        stats: Mutex::new(std::array::from_fn(|_| OpStats::new())),
         created: Mutex::new(Vec::new()),
         done: AtomicU64::new(0),
         failed: AtomicU64::new(0),
@@ -771,7 +780,7 @@ pub async fn run(args: HttpArgs) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     let stats = std::mem::replace(
         &mut *run.stats.lock().unwrap_or_else(PoisonError::into_inner),
-        [OpStats::new(), OpStats::new(), OpStats::new()],
+        std::array::from_fn(|_| OpStats::new()),
     );
     let used: Vec<Op> = Op::ALL
         .into_iter()
@@ -803,6 +812,7 @@ pub async fn run(args: HttpArgs) -> anyhow::Result<()> {
         let op = match scenario {
             Scenario::Get => Op::Get,
             Scenario::List => Op::List,
+            Scenario::Static => Op::Static,
             _ => Op::Create,
         };
         let name = if scenario.saga_target().is_some() {

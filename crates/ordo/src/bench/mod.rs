@@ -5,12 +5,17 @@
 //!   and JSON);
 //! - `ordo bench saga`: the create → paid latency at a constant rate, an
 //!   alias of `ordo bench http --scenario saga-paid --mode open`;
-//! - `ordo bench group-commit`: commit throughput of the SQLite writer.
+//! - `ordo bench group-commit`: commit throughput of the SQLite writer;
+//! - `ordo bench dataset` / `explain`: a large PostgreSQL data set and the
+//!   plans of every list query over it;
+//! - `ordo bench pgbench-scripts`: the orders store's SQL as pgbench
+//!   scripts, the ceiling `scripts/bench-ceiling` compares the API with.
 
 mod api;
 mod commit;
 mod dataset;
 mod http;
+mod pgbench;
 mod proc;
 mod report;
 
@@ -93,6 +98,18 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Writes the orders store's create-order transaction and get-order
+    /// queries as pgbench scripts (`create.sql`, `get-NNN.sql` for the
+    /// newest orders of `--database-url`), the ceiling of the same
+    /// endpoints over HTTP.
+    PgbenchScripts {
+        /// The directory to write them to.
+        #[arg(long)]
+        out: PathBuf,
+        /// Orders to read, one script each (at most 100).
+        #[arg(long, default_value_t = 100)]
+        get_orders: usize,
+    },
 }
 
 fn postgres_url(config: &Config) -> anyhow::Result<&str> {
@@ -132,6 +149,9 @@ pub async fn run(config: &Config, command: BenchCommand) -> anyhow::Result<()> {
             large_rows,
             json,
         } => dataset::check(postgres_url(config)?, runs, large_rows, json).await,
+        BenchCommand::PgbenchScripts { out, get_orders } => {
+            pgbench::write_scripts(postgres_url(config)?, &out, get_orders).await
+        }
         BenchCommand::Saga {
             url,
             credentials,
