@@ -2,6 +2,7 @@
 //! whose `search_path` is that schema, an optional pool on a read replica,
 //! and transactions retried when PostgreSQL asks for it.
 
+use std::cell::Cell;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,6 +50,70 @@ struct Inner {
     reader: Pool,
     max_retries: u32,
     outbox_wakeup: Arc<Notify>,
+    /// Signals the announcer: rows were committed to the outbox.
+    announce: Arc<Notify>,
+    announcer: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.announcer.abort();
+    }
+}
+
+tokio::task_local! {
+    /// Whether the transaction [`PgDatabase::transaction`] is running has
+    /// appended to the outbox.
+    static OUTBOX_WRITTEN: Cell<bool>;
+}
+
+/// Called by `outbox_append`: the transaction being run wrote an event.
+pub(crate) fn note_outbox_write() {
+    // Outside `PgDatabase::transaction` nobody is told; relays find the
+    // rows on their periodic check.
+    let _ = OUTBOX_WRITTEN.try_with(|written| written.set(true));
+}
+
+/// Tells relays in other processes that the outbox of `channel`'s schema
+/// has new rows: `NOTIFY` on a connection of its own, after the commits
+/// (see the platform migration for why not inside them), without waiting
+/// for a WAL flush (a notification is no data). Signals that arrive while
+/// one is being sent fold into the next, so a burst of commits costs a
+/// notification or two. Connects on the first signal.
+async fn announce_commits(url: String, channel: String, signal: Arc<Notify>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        signal.notified().await;
+        let connected = async {
+            let (client, connection) = config(&url, None)?.connect(NoTls).await?;
+            let driver = tokio::spawn(connection);
+            client
+                .batch_execute("SET synchronous_commit = off")
+                .await?;
+            anyhow::Ok((client, driver))
+        }
+        .await;
+        let (client, driver) = match connected {
+            Ok(c) => c,
+            Err(err) => {
+                tracing::warn!(%channel, error = %err, "cannot connect to announce outbox rows");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                signal.notify_one();
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(100);
+        let notify = format!("NOTIFY {channel}");
+        loop {
+            if let Err(err) = client.batch_execute(&notify).await {
+                tracing::warn!(%channel, error = %err, "could not announce outbox rows");
+                break;
+            }
+            signal.notified().await;
+        }
+        driver.abort();
+    }
 }
 
 impl std::fmt::Debug for PgDatabase {
@@ -70,6 +135,11 @@ fn check_schema(schema: &str) -> anyhow::Result<()> {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
     anyhow::ensure!(ok, "invalid schema name {schema:?}");
     Ok(())
+}
+
+/// The channel relays of `schema` listen on.
+pub(crate) fn outbox_channel(schema: &str) -> String {
+    format!("ordo_outbox_{schema}")
 }
 
 pub(crate) fn config(url: &str, schema: Option<&str>) -> anyhow::Result<tokio_postgres::Config> {
@@ -120,6 +190,7 @@ impl PgDatabase {
             Some(read_url) => pool(read_url, schema, options.pool_size)?,
             None => writer.clone(),
         };
+        let announce = Arc::new(Notify::new());
         let db = Self {
             inner: Arc::new(Inner {
                 schema: schema.to_owned(),
@@ -128,6 +199,12 @@ impl PgDatabase {
                 reader,
                 max_retries: options.max_retries,
                 outbox_wakeup: Arc::new(Notify::new()),
+                announce: announce.clone(),
+                announcer: tokio::spawn(announce_commits(
+                    url.to_owned(),
+                    outbox_channel(schema),
+                    announce,
+                )),
             }),
         };
         // Fail at start, not on the first request, when the server is away.
@@ -149,6 +226,14 @@ impl PgDatabase {
     /// Notified when this schema's outbox has new rows (see `PgOutbox`).
     pub fn outbox_wakeup(&self) -> Arc<Notify> {
         self.inner.outbox_wakeup.clone()
+    }
+
+    /// Rows were committed to this schema's outbox: wakes this process's
+    /// relays now and other processes' through a notification.
+    /// [`PgDatabase::transaction`] calls it after a commit that appended.
+    pub fn outbox_committed(&self) {
+        self.inner.outbox_wakeup.notify_one();
+        self.inner.announce.notify_one();
     }
 
     /// A connection of the primary.
@@ -247,7 +332,13 @@ impl PgDatabase {
     {
         let mut conn = self.conn().await.map_err(Retry::Fail)?;
         let tx = conn.transaction().await.map_err(classify)?;
-        let value = match work(&tx).await {
+        let (result, wrote) = OUTBOX_WRITTEN
+            .scope(Cell::new(false), async {
+                let result = work(&tx).await;
+                (result, OUTBOX_WRITTEN.with(Cell::get))
+            })
+            .await;
+        let value = match result {
             Ok(value) => value,
             Err(err) => {
                 // Dropping the transaction rolls it back.
@@ -260,6 +351,9 @@ impl PgDatabase {
             }
         };
         tx.commit().await.map_err(classify)?;
+        if wrote {
+            self.outbox_committed();
+        }
         Ok(value)
     }
 }

@@ -18,8 +18,9 @@ pub(crate) const OUTBOX_INSERT: &str =
     "INSERT INTO outbox (event_id, event_type, subject, envelope, created_at)
      VALUES ($1, $2, $3, $4, $5)";
 
-/// Appends an event to the outbox, inside the caller's transaction. The
-/// table's trigger notifies the relays at commit.
+/// Appends an event to the outbox, inside the caller's transaction; when
+/// that is a [`PgDatabase::transaction`], the relays are woken after its
+/// commit.
 pub async fn outbox_append(tx: &Transaction<'_>, envelope: &Envelope) -> Result<(), StoreError> {
     let json = serde_json::to_string(envelope).map_err(|e| StoreError::Other(e.into()))?;
     let stmt = tx
@@ -38,6 +39,7 @@ pub async fn outbox_append(tx: &Transaction<'_>, envelope: &Envelope) -> Result<
     )
     .await
     .map_err(store_error)?;
+    crate::database::note_outbox_write();
     Ok(())
 }
 
@@ -76,9 +78,10 @@ const LEASE: Duration = Duration::from_secs(30);
 /// A claim leases rows (`leased_until`) in one statement that skips rows
 /// another relay is claiming at that instant (`FOR UPDATE SKIP LOCKED`), so
 /// relays never take the same row and never skip a row committed late with
-/// a lower `seq`. Relays are woken by the outbox trigger's notification
-/// (LISTEN on a dedicated connection) and, as a safety net for expired
-/// leases and a lost listener connection, every few seconds.
+/// a lower `seq`. Relays are woken by commits of their own process
+/// directly, by other processes' notifications (LISTEN on a dedicated
+/// connection) and, as a safety net for expired leases and a lost
+/// notification, every few seconds.
 pub struct PgOutbox {
     db: PgDatabase,
     service: String,
@@ -103,7 +106,7 @@ impl PgOutbox {
     pub fn with_lease(service: &str, db: PgDatabase, lease: Duration) -> Self {
         let listener = tokio::spawn(listen(
             db.url().to_owned(),
-            format!("ordo_outbox_{}", db.schema()),
+            crate::database::outbox_channel(db.schema()),
             db.outbox_wakeup(),
             lease,
         ));

@@ -19,16 +19,10 @@ CREATE INDEX outbox_subject ON outbox (subject, seq);
 -- The retention purge deletes published rows by age.
 CREATE INDEX outbox_published ON outbox (published_at) WHERE published_at IS NOT NULL;
 
--- Relays LISTEN on ordo_outbox_<schema>; one notification per writing
--- transaction (PostgreSQL folds identical ones), sent at commit.
-CREATE FUNCTION outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify('ordo_outbox_' || TG_TABLE_SCHEMA, '');
-    RETURN NULL;
-END;
-$$;
-CREATE TRIGGER outbox_notify AFTER INSERT ON outbox
-    FOR EACH STATEMENT EXECUTE FUNCTION outbox_notify();
+-- No NOTIFY trigger: a NOTIFY inside the writing transaction takes a
+-- database-wide lock at commit and holds it through the WAL flush, which
+-- serializes every commit that sends one. The writing process wakes its
+-- own relays and notifies other processes after the commit (PgDatabase).
 
 -- Events a consumer has applied, written with the effect.
 CREATE TABLE inbox (

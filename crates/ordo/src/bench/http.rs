@@ -120,6 +120,10 @@ pub struct HttpArgs {
     /// Orders placed before a get, list or mixed run, read at random.
     #[arg(long, default_value_t = 500)]
     pub pool: usize,
+    /// Products of the run's own; each order is for one of them at random
+    /// (1: every order contends for the stock of one product).
+    #[arg(long, default_value_t = 50)]
+    pub products: usize,
     /// A request not answered in this time counts as a `timeout` error.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub timeout: Duration,
@@ -153,6 +157,7 @@ impl HttpArgs {
             duration: Duration::from_secs(10),
             warmup: Duration::from_secs(2),
             pool: 500,
+            products: 50,
             timeout: Duration::from_secs(30),
             saga_timeout: Duration::from_secs(120),
             json: None,
@@ -233,8 +238,8 @@ struct Run {
     api: Api,
     scenario: Scenario,
     customer: String,
-    /// The create-order body, serialized once.
-    order: bytes::Bytes,
+    /// A create-order body per product, serialized once.
+    orders: Vec<bytes::Bytes>,
     /// Ids of orders to read; mixed runs add the orders they create.
     pool: RwLock<Vec<String>>,
     /// List queries by kind (status filter, created range, cursor).
@@ -282,7 +287,7 @@ impl Run {
             Op::Create => http
                 .post(self.api.at("/v1/orders"))
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(self.order.clone()),
+                .body(pick(&self.orders).cloned().unwrap_or_default()),
             Op::Get => {
                 let id = {
                     let pool = self.pool.read().unwrap_or_else(PoisonError::into_inner);
@@ -454,20 +459,21 @@ fn progress_bar(hidden: bool, len: u64, prefix: &str) -> ProgressBar {
 async fn place_orders(
     api: &Api,
     customer: &str,
-    product: &str,
+    products: &[String],
     n: usize,
     parallel: usize,
     bar: &ProgressBar,
 ) -> anyhow::Result<Vec<(String, chrono::DateTime<chrono::Utc>)>> {
-    let body = order_body(product);
+    let bodies: Vec<Value> = products.iter().map(|p| order_body(p)).collect();
+    let bodies = &bodies;
     let results: Vec<anyhow::Result<(String, chrono::DateTime<chrono::Utc>)>> =
         futures::stream::iter(0..n)
-            .map(|_| async {
+            .map(|i| async move {
                 let order: Value = api
                     .http
                     .post(api.at("/v1/orders"))
                     .bearer_auth(customer)
-                    .json(&body)
+                    .json(&bodies[i % bodies.len()])
                     .send()
                     .await?
                     .error_for_status()
@@ -648,6 +654,7 @@ pub async fn run(args: HttpArgs) -> anyhow::Result<()> {
         "--rate must be a positive number of requests per second"
     );
     anyhow::ensure!(!args.duration.is_zero(), "--duration must not be zero");
+    anyhow::ensure!(args.products >= 1, "--products must be at least 1");
     anyhow::ensure!(
         args.pool >= 1 || !args.scenario.needs_pool(),
         "--pool must be at least 1 for {}",
@@ -660,13 +667,19 @@ pub async fn run(args: HttpArgs) -> anyhow::Result<()> {
     let seller = api.token("seller").await?;
     let admin = api.token("admin").await?;
 
-    // Setup: a product of our own with stock to spare, then (reads) a pool
+    // Setup: products of our own with stock to spare, then (reads) a pool
     // of orders to read, then a quiet bus so that the setup's sagas are
     // done before the load starts.
-    let product = api.create_product(&seller, 100_000_000).await?;
+    let products: Vec<String> = futures::stream::iter(0..args.products)
+        .map(|_| api.create_product(&seller, 100_000_000))
+        .buffer_unordered(8)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<_>>()?;
     api.wait_quiet(&admin, Duration::from_secs(60))
         .await
-        .context("waiting for the new product to reach the catalog projection")?;
+        .context("waiting for the new products to reach the catalog projection")?;
     let mut pool = Vec::new();
     let mut list = Vec::new();
     let mut notes = Vec::new();
@@ -676,7 +689,7 @@ pub async fn run(args: HttpArgs) -> anyhow::Result<()> {
         pool = place_orders(
             &api,
             &customer,
-            &product,
+            &products,
             args.pool,
             args.concurrency.min(16),
             &bar,
@@ -700,7 +713,10 @@ pub async fn run(args: HttpArgs) -> anyhow::Result<()> {
         api,
         scenario,
         customer,
-        order: bytes::Bytes::from(serde_json::to_vec(&order_body(&product))?),
+        orders: products
+            .iter()
+            .map(|p| Ok(bytes::Bytes::from(serde_json::to_vec(&order_body(p))?)))
+            .collect::<anyhow::Result<_>>()?,
         pool: RwLock::new(pool.into_iter().map(|(id, _)| id).collect()),
         list_queries: list,
         window_start,
