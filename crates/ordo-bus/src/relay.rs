@@ -128,9 +128,9 @@ impl Relay {
                 }
                 continue;
             }
-            if claimed > 0 {
-                continue;
-            }
+            // A claim short of capacity took every row committed before it;
+            // a later commit wakes the relay (its wake-up is kept until
+            // waited for), so there is no need to claim again now.
 
             let pause = paused_until.map(|t| t.max(Instant::now()));
             tokio::select! {

@@ -48,6 +48,10 @@ struct Inner {
     url: String,
     writer: Pool,
     reader: Pool,
+    /// Connections that commit without waiting for the WAL flush, for the
+    /// relays' leases and marks: losing one in a crash only means a row is
+    /// claimed or published again, which the inboxes absorb.
+    bookkeeping: Pool,
     max_retries: u32,
     outbox_wakeup: Arc<Notify>,
     /// Signals the announcer: rows were committed to the outbox.
@@ -142,6 +146,9 @@ pub(crate) fn outbox_channel(schema: &str) -> String {
     format!("ordo_outbox_{schema}")
 }
 
+/// Session settings of the connections that keep the relays' books.
+const ASYNC_COMMIT: &str = " -c synchronous_commit=off";
+
 pub(crate) fn config(url: &str, schema: Option<&str>) -> anyhow::Result<tokio_postgres::Config> {
     let mut config: tokio_postgres::Config = url
         .parse()
@@ -158,9 +165,14 @@ pub(crate) fn config(url: &str, schema: Option<&str>) -> anyhow::Result<tokio_po
     Ok(config)
 }
 
-fn pool(url: &str, schema: &str, size: usize) -> anyhow::Result<Pool> {
+fn pool(url: &str, schema: &str, size: usize, settings: &str) -> anyhow::Result<Pool> {
+    let mut config = config(url, Some(schema))?;
+    if !settings.is_empty() {
+        let options = format!("{}{settings}", config.get_options().unwrap_or_default());
+        config.options(options);
+    }
     let manager = Manager::from_config(
-        config(url, Some(schema))?,
+        config,
         NoTls,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
@@ -185,9 +197,10 @@ impl PgDatabase {
     ) -> anyhow::Result<Self> {
         check_schema(schema)?;
         migrate::apply(url, schema, sets).await?;
-        let writer = pool(url, schema, options.pool_size)?;
+        let writer = pool(url, schema, options.pool_size, "")?;
+        let bookkeeping = pool(url, schema, 2, ASYNC_COMMIT)?;
         let reader = match &options.read_url {
-            Some(read_url) => pool(read_url, schema, options.pool_size)?,
+            Some(read_url) => pool(read_url, schema, options.pool_size, "")?,
             None => writer.clone(),
         };
         let announce = Arc::new(Notify::new());
@@ -197,6 +210,7 @@ impl PgDatabase {
                 url: url.to_owned(),
                 writer,
                 reader,
+                bookkeeping,
                 max_retries: options.max_retries,
                 outbox_wakeup: Arc::new(Notify::new()),
                 announce: announce.clone(),
@@ -240,6 +254,16 @@ impl PgDatabase {
     pub async fn conn(&self) -> Result<Object, StoreError> {
         self.inner
             .writer
+            .get()
+            .await
+            .map_err(|e| StoreError::Other(anyhow::anyhow!("PostgreSQL pool: {e}")))
+    }
+
+    /// A connection whose commits do not wait for the WAL flush (see
+    /// `Inner::bookkeeping`); never for data a caller was promised.
+    pub(crate) async fn bookkeeping_conn(&self) -> Result<Object, StoreError> {
+        self.inner
+            .bookkeeping
             .get()
             .await
             .map_err(|e| StoreError::Other(anyhow::anyhow!("PostgreSQL pool: {e}")))

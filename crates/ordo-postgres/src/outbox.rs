@@ -206,7 +206,7 @@ impl OutboxStore for PgOutbox {
     async fn claim(&self, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let lease_ms = i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX);
-        let conn = self.db.conn().await?;
+        let conn = self.db.bookkeeping_conn().await?;
         let stmt = conn
             .prepare_cached(
                 "UPDATE outbox SET leased_until = now() + $2::bigint * interval '1 millisecond'
@@ -240,7 +240,7 @@ impl OutboxStore for PgOutbox {
     }
 
     async fn mark_published(&self, seqs: &[i64]) -> Result<(), StoreError> {
-        let conn = self.db.conn().await?;
+        let conn = self.db.bookkeeping_conn().await?;
         let stmt = conn
             .prepare_cached(
                 "UPDATE outbox SET published_at = now(), leased_until = NULL WHERE seq = ANY($1)",
@@ -253,7 +253,7 @@ impl OutboxStore for PgOutbox {
 
     async fn release(&self, seqs: &[i64]) {
         let result = async {
-            let conn = self.db.conn().await?;
+            let conn = self.db.bookkeeping_conn().await?;
             conn.execute(
                 "UPDATE outbox SET leased_until = NULL WHERE seq = ANY($1) AND published_at IS NULL",
                 &[&seqs],
