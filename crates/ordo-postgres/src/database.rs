@@ -4,6 +4,7 @@
 
 use std::cell::Cell;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Transaction};
@@ -57,6 +58,10 @@ struct Inner {
     /// Signals the announcer: rows were committed to the outbox.
     announce: Arc<Notify>,
     announcer: tokio::task::JoinHandle<()>,
+    /// The backend process id of the announcer's connection (0 before it
+    /// connects): this process's relays were woken directly and ignore
+    /// its notifications.
+    announcer_pid: Arc<AtomicI32>,
 }
 
 impl Drop for Inner {
@@ -84,7 +89,12 @@ pub(crate) fn note_outbox_write() {
 /// for a WAL flush (a notification is no data). Signals that arrive while
 /// one is being sent fold into the next, so a burst of commits costs a
 /// notification or two. Connects on the first signal.
-async fn announce_commits(url: String, channel: String, signal: Arc<Notify>) {
+async fn announce_commits(
+    url: String,
+    channel: String,
+    signal: Arc<Notify>,
+    own_pid: Arc<AtomicI32>,
+) {
     let mut backoff = Duration::from_millis(100);
     loop {
         signal.notified().await;
@@ -94,6 +104,8 @@ async fn announce_commits(url: String, channel: String, signal: Arc<Notify>) {
             client
                 .batch_execute("SET synchronous_commit = off")
                 .await?;
+            let pid: i32 = client.query_one("SELECT pg_backend_pid()", &[]).await?.get(0);
+            own_pid.store(pid, Ordering::Relaxed);
             anyhow::Ok((client, driver))
         }
         .await;
@@ -204,6 +216,7 @@ impl PgDatabase {
             None => writer.clone(),
         };
         let announce = Arc::new(Notify::new());
+        let announcer_pid = Arc::new(AtomicI32::new(0));
         let db = Self {
             inner: Arc::new(Inner {
                 schema: schema.to_owned(),
@@ -218,7 +231,9 @@ impl PgDatabase {
                     url.to_owned(),
                     outbox_channel(schema),
                     announce,
+                    announcer_pid.clone(),
                 )),
+                announcer_pid,
             }),
         };
         // Fail at start, not on the first request, when the server is away.
@@ -240,6 +255,11 @@ impl PgDatabase {
     /// Notified when this schema's outbox has new rows (see `PgOutbox`).
     pub fn outbox_wakeup(&self) -> Arc<Notify> {
         self.inner.outbox_wakeup.clone()
+    }
+
+    /// The backend pid whose notifications this process sent itself.
+    pub(crate) fn announcer_pid(&self) -> Arc<AtomicI32> {
+        self.inner.announcer_pid.clone()
     }
 
     /// Rows were committed to this schema's outbox: wakes this process's

@@ -1,6 +1,7 @@
 //! The outbox and inbox tables of a service schema.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -108,6 +109,7 @@ impl PgOutbox {
             db.url().to_owned(),
             crate::database::outbox_channel(db.schema()),
             db.outbox_wakeup(),
+            db.announcer_pid(),
             lease,
         ));
         Self {
@@ -136,10 +138,16 @@ fn parse(json: &str) -> Result<Envelope, StoreError> {
     serde_json::from_str(json).map_err(|e| StoreError::Other(e.into()))
 }
 
-async fn listen(url: String, channel: String, wakeup: Arc<Notify>, lease: Duration) {
+async fn listen(
+    url: String,
+    channel: String,
+    wakeup: Arc<Notify>,
+    own_pid: Arc<AtomicI32>,
+    lease: Duration,
+) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match listen_once(&url, &channel, &wakeup, lease).await {
+        match listen_once(&url, &channel, &wakeup, &own_pid, lease).await {
             Ok(()) => backoff = Duration::from_millis(100),
             Err(err) => {
                 tracing::warn!(%channel, error = %err, "outbox listener lost its connection");
@@ -156,6 +164,7 @@ async fn listen_once(
     url: &str,
     channel: &str,
     wakeup: &Notify,
+    own_pid: &AtomicI32,
     lease: Duration,
 ) -> anyhow::Result<()> {
     let (client, mut connection) = crate::database::config(url, None)?.connect(NoTls).await?;
@@ -164,8 +173,8 @@ async fn listen_once(
         let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
         while let Some(message) = messages.next().await {
             match message {
-                Ok(AsyncMessage::Notification(_)) => {
-                    if tx.send(()).is_err() {
+                Ok(AsyncMessage::Notification(n)) => {
+                    if tx.send(n.process_id()).is_err() {
                         break;
                     }
                 }
@@ -182,7 +191,9 @@ async fn listen_once(
     loop {
         tokio::select! {
             received = notifications.recv() => match received {
-                Some(()) => wakeup.notify_one(),
+                // Our own announcement: the relay was woken at the commit.
+                Some(pid) if pid == own_pid.load(Ordering::Relaxed) => {}
+                Some(_) => wakeup.notify_one(),
                 None => break,
             },
             _ = tick.tick() => wakeup.notify_one(),
