@@ -65,6 +65,10 @@ impl Relay {
         let mut failed: Vec<i64> = Vec::new();
         let mut paused_until: Option<Instant> = None;
         let mut drain_deadline: Option<Instant> = None;
+        // Whether rows may be waiting: at the start, after a wake-up, a
+        // full claim or a pause. A publish that completes is no reason to
+        // claim again: the rows committed since then woke the relay.
+        let mut claim_due = true;
 
         loop {
             while let Some(done) = in_flight.try_join_next() {
@@ -92,7 +96,8 @@ impl Relay {
             let paused = paused_until.is_some_and(|t| Instant::now() < t);
             let capacity = self.max_in_flight.saturating_sub(in_flight.len());
             let mut claimed = 0;
-            if capacity > 0 && !paused {
+            if capacity > 0 && !paused && (claim_due || drain_deadline.is_some()) {
+                claim_due = false;
                 match self.outbox.claim(capacity).await {
                     Ok(rows) => {
                         claimed = rows.len();
@@ -106,6 +111,7 @@ impl Relay {
                     Err(err) => {
                         warn!(%service, error = %err, "could not claim outbox rows");
                         paused_until = Some(Instant::now() + self.retry_after);
+                        claim_due = true;
                     }
                 }
             }
@@ -123,6 +129,7 @@ impl Relay {
             }
             if claimed > 0 && claimed == capacity {
                 // More may be waiting; claim again once a slot frees up.
+                claim_due = true;
                 if let Some(done) = in_flight.join_next().await {
                     collect(done, &mut published, &mut failed);
                 }
@@ -134,7 +141,7 @@ impl Relay {
 
             let pause = paused_until.map(|t| t.max(Instant::now()));
             tokio::select! {
-                () = wake.notified() => {}
+                () = wake.notified() => claim_due = true,
                 Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
                     collect(done, &mut published, &mut failed);
                 }
@@ -144,6 +151,7 @@ impl Relay {
                 }
                 () = tokio::time::sleep_until(pause.unwrap_or_else(Instant::now)), if pause.is_some() => {
                     paused_until = None;
+                    claim_due = true;
                 }
                 () = tokio::time::sleep_until(drain_deadline.unwrap_or_else(Instant::now)), if drain_deadline.is_some() => {}
             }
