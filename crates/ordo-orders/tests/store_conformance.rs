@@ -12,6 +12,7 @@ use common::Backend;
 use ordo_bus::{Applied, Envelope, EventContext, InboxKey};
 use ordo_events::{Address, OrderConfirmed};
 use ordo_kernel::{ClientId, Currency, EventId, OrderId, ProductId, Quantity, StoreError};
+use ordo_orders::PgOrderStore;
 use ordo_orders::domain::{CatalogEntry, Order, OrderItem, OrderStatus};
 use ordo_orders::store::{OrderFilter, TimelineAppend};
 use rust_decimal::Decimal;
@@ -1140,4 +1141,52 @@ fn orders_minted_in_one_millisecond_sort_in_minting_order() {
     let a = order_at(client(), vec![], base());
     let b = order_at(client(), vec![], base() + Duration::microseconds(1));
     assert!(a.id < b.id);
+}
+
+/// The pgbench scripts of the benchmark ceiling are the store's own
+/// statements: pgbench runs them without a failure, and what they write
+/// reads back through the store as orders like the one they were made of.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_runs_the_stores_create_and_get_statements() {
+    let Some(b) = common::postgres().await else {
+        return;
+    };
+    let url = b.database_url.clone().unwrap();
+    let placed = order(client());
+    create(&b, &placed).await;
+    let dir = tempfile::tempdir().unwrap();
+    let scripts = [
+        (
+            "create.sql",
+            PgOrderStore::pgbench_create(&placed, &event(&placed, 1)).unwrap(),
+        ),
+        ("get.sql", PgOrderStore::pgbench_get(placed.id).unwrap()),
+    ];
+    for (name, script) in scripts {
+        let path = dir.path().join(name);
+        std::fs::write(&path, script).unwrap();
+        let out = std::process::Command::new("pgbench")
+            .env("PGOPTIONS", "-c search_path=orders")
+            .args(["--no-vacuum", "--protocol", "prepared", "--client", "2"])
+            .args(["--transactions", "25", "--file"])
+            .arg(&path)
+            .arg(&url)
+            .output()
+            .expect("pgbench (from PostgreSQL's client tools) runs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("number of failed transactions: 0 "),
+            "{name}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let all = list(&b, OrderFilter::default(), 100).await;
+    assert_eq!(all.len(), 51, "the order placed and 2 × 25 from pgbench");
+    for id in all {
+        let read = b.store.get(id).await.unwrap();
+        assert_eq!(read.items, placed.items);
+        assert_eq!(read.total, placed.total);
+        assert_eq!(read.status, placed.status);
+    }
+    assert_eq!(b.outbox.backlog().await.unwrap(), 51);
 }

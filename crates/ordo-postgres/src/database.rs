@@ -101,10 +101,11 @@ async fn announce_commits(
         let connected = async {
             let (client, connection) = config(&url, None)?.connect(NoTls).await?;
             let driver = tokio::spawn(connection);
-            client
-                .batch_execute("SET synchronous_commit = off")
-                .await?;
-            let pid: i32 = client.query_one("SELECT pg_backend_pid()", &[]).await?.get(0);
+            client.batch_execute("SET synchronous_commit = off").await?;
+            let pid: i32 = client
+                .query_one("SELECT pg_backend_pid()", &[])
+                .await?
+                .get(0);
             own_pid.store(pid, Ordering::Relaxed);
             anyhow::Ok((client, driver))
         }

@@ -18,6 +18,8 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 pub struct Backend {
     pub store: Arc<dyn OrderStore>,
     pub outbox: Arc<dyn OutboxStore>,
+    /// The PostgreSQL database's URL (None on SQLite).
+    pub database_url: Option<String>,
     _guard: Guard,
 }
 
@@ -45,6 +47,7 @@ pub fn sqlite() -> Backend {
     Backend {
         store: Arc::new(SqliteOrderStore::new(db.clone())),
         outbox: Arc::new(SqliteOutbox::new("orders", db)),
+        database_url: None,
         _guard: Guard::Sqlite(dir),
     }
 }
@@ -70,6 +73,7 @@ pub async fn postgres() -> Option<Backend> {
     Some(Backend {
         store: Arc::new(PgOrderStore::new(db.clone())),
         outbox: Arc::new(PgOutbox::new("orders", db)),
+        database_url: Some(database.url().to_owned()),
         _guard: Guard::Postgres {
             _database: database,
             _permit: permit,
