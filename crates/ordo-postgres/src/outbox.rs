@@ -187,7 +187,9 @@ async fn listen_once(
     client.batch_execute(&format!("LISTEN {channel}")).await?;
     // Anything committed before LISTEN took effect.
     wakeup.notify_one();
-    let mut tick = tokio::time::interval((lease / 2).min(Duration::from_secs(5)));
+    // The first check one period from now: the wake-up above covers now.
+    let period = (lease / 2).min(Duration::from_secs(5));
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     loop {
         tokio::select! {
             received = notifications.recv() => match received {

@@ -53,7 +53,7 @@ pub fn opt_text(value: Option<&str>) -> String {
     value.map_or_else(null, text)
 }
 
-pub fn null() -> String {
+fn null() -> String {
     "NULL".to_owned()
 }
 

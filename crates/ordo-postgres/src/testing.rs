@@ -5,15 +5,25 @@
 //! unique name there and drops it (terminating its connections) when
 //! dropped. Without the variable, [`TestDatabase::create`] returns `None`
 //! and the caller skips: CI sets the variable and checks the server first.
+//!
+//! [`on_both_backends!`](crate::on_both_backends) turns one test body into
+//! a test per backend.
 
+use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_postgres::NoTls;
 
 pub const URL_VARIABLE: &str = "ORDO_TEST_DATABASE_URL";
+
+/// Test databases of one test binary alive at once, at most: each test
+/// holds a few connections of a server that other binaries share.
+static SLOTS: Semaphore = Semaphore::const_new(4);
 
 pub struct TestDatabase {
     admin_url: String,
     name: String,
     url: String,
+    /// Released after the database is dropped (fields drop after `drop`).
+    _slot: SemaphorePermit<'static>,
 }
 
 impl TestDatabase {
@@ -24,6 +34,9 @@ impl TestDatabase {
     /// configured server that does not work is a failure, not a skip.
     pub async fn create() -> Option<Self> {
         let admin_url = std::env::var(URL_VARIABLE).ok()?;
+        let Ok(slot) = SLOTS.acquire().await else {
+            unreachable!("the slots semaphore is never closed")
+        };
         let name = format!("ordo_test_{}", ulid::Ulid::new().to_string().to_lowercase());
         let result = async {
             let client = admin_client(&admin_url).await?;
@@ -41,6 +54,7 @@ impl TestDatabase {
             admin_url,
             name,
             url,
+            _slot: slot,
         })
     }
 
@@ -51,6 +65,29 @@ impl TestDatabase {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// `schema` of this database with `sets` applied, over a pool of 4
+    /// connections (each call its own pool, as another process would have).
+    ///
+    /// # Panics
+    /// When the schema cannot be opened.
+    pub async fn connect(
+        &self,
+        schema: &str,
+        sets: &[ordo_kernel::MigrationSet],
+    ) -> crate::PgDatabase {
+        let options = crate::PgOptions {
+            pool_size: 4,
+            ..crate::PgOptions::default()
+        };
+        match crate::PgDatabase::connect(&self.url, schema, sets, &options).await {
+            Ok(db) => db,
+            Err(err) => panic!(
+                "opening schema {schema} of test database {}: {err:#}",
+                self.name
+            ),
+        }
     }
 }
 
@@ -105,6 +142,47 @@ impl Drop for TestDatabase {
             Err(_) => eprintln!("could not drop test database {}", self.name),
         }
     }
+}
+
+/// Generates, for each named `async fn name(backend)` of the calling
+/// module, a test per backend: `sqlite::name` and `postgres::name`.
+/// `sqlite` makes the SQLite backend; `postgres` (which may `.await`) an
+/// `Option` of the PostgreSQL one, `None` when no test server is set, and
+/// the test then passes having said so. Both expressions are evaluated in
+/// the generated modules, so `super::` names the calling module.
+#[macro_export]
+macro_rules! on_both_backends {
+    (
+        sqlite: $sqlite:expr,
+        postgres: $postgres:expr,
+        worker_threads: $threads:literal,
+        tests: [$($name:ident),* $(,)?] $(,)?
+    ) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = $threads)]
+                async fn $name() {
+                    super::$name($sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = $threads)]
+                async fn $name() {
+                    let Some(backend) = $postgres else {
+                        eprintln!(
+                            "{}: {} is not set; the PostgreSQL run is skipped",
+                            stringify!($name),
+                            $crate::testing::URL_VARIABLE
+                        );
+                        return;
+                    };
+                    super::$name(backend).await;
+                }
+            )*
+        }
+    };
 }
 
 #[cfg(test)]

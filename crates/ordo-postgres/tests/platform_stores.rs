@@ -338,6 +338,43 @@ async fn a_commit_in_another_process_wakes_the_relay() {
 }
 
 #[tokio::test]
+async fn a_commit_that_wrote_an_event_wakes_the_relay_of_its_own_process_and_others_do_not() {
+    let Some(server) = server("outbox").await else {
+        return;
+    };
+    let db = service_db(&server).await;
+    let outbox = PgOutbox::new("orders", db.clone());
+    let wakeup = outbox.wakeup();
+    tokio::time::timeout(Duration::from_secs(5), wakeup.notified())
+        .await
+        .unwrap();
+    // A transaction without an event wakes nobody (the periodic check
+    // comes every 5 s).
+    let quiet = wakeup.notified();
+    db.transaction(|tx| {
+        Box::pin(async move {
+            tx.batch_execute("SELECT 1")
+                .await
+                .map_err(ordo_postgres::store_error)
+        })
+    })
+    .await
+    .unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), quiet)
+            .await
+            .is_err(),
+        "a commit without an event woke the relay"
+    );
+    // Well under the periodic check: the commit itself woke it.
+    let notified = wakeup.notified();
+    append(&db, &[noted("ord_1", 1)]).await;
+    tokio::time::timeout(Duration::from_secs(1), notified)
+        .await
+        .expect("the commit woke the relay of its own process");
+}
+
+#[tokio::test]
 async fn events_for_a_subject_come_in_outbox_order_published_or_not() {
     let Some(server) = server("outbox").await else {
         return;

@@ -9,11 +9,10 @@ use ordo_bus::OutboxStore;
 use ordo_delivery::{
     MIGRATIONS, PG_MIGRATIONS, PgShipmentStore, ShipmentStore, SqliteShipmentStore,
 };
+use ordo_postgres::PgOutbox;
 use ordo_postgres::testing::TestDatabase;
-use ordo_postgres::{PgDatabase, PgOptions, PgOutbox};
 use ordo_sqlite::{Database, DatabaseOptions, SqliteOutbox};
 use tempfile::TempDir;
-use tokio::sync::{Semaphore, SemaphorePermit};
 
 /// A delivery database and the stores over it. Fields drop in order: the
 /// stores (and their connections) before the database they use.
@@ -25,15 +24,8 @@ pub struct Backend {
 
 enum Guard {
     Sqlite(TempDir),
-    Postgres {
-        _database: TestDatabase,
-        _permit: SemaphorePermit<'static>,
-    },
+    Postgres(TestDatabase),
 }
-
-/// PostgreSQL tests of one binary at once, at most: each holds a few
-/// connections of a server that others share.
-static POSTGRES_SLOTS: Semaphore = Semaphore::const_new(4);
 
 pub fn sqlite() -> Backend {
     let dir = tempfile::tempdir().unwrap();
@@ -51,58 +43,27 @@ pub fn sqlite() -> Backend {
     }
 }
 
-/// `None`, after saying so, when no test server is configured.
+/// `None` when no test server is configured.
 pub async fn postgres() -> Option<Backend> {
-    let permit = POSTGRES_SLOTS.acquire().await.unwrap();
-    let Some(database) = TestDatabase::create().await else {
-        eprintln!("ORDO_TEST_DATABASE_URL is not set: the PostgreSQL run is skipped");
-        return None;
-    };
-    let db = PgDatabase::connect(
-        database.url(),
-        "delivery",
-        &PG_MIGRATIONS,
-        &PgOptions {
-            pool_size: 4,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let database = TestDatabase::create().await?;
+    let db = database.connect("delivery", &PG_MIGRATIONS).await;
     Some(Backend {
         store: Arc::new(PgShipmentStore::new(db.clone())),
         outbox: Arc::new(PgOutbox::new("delivery", db)),
-        _guard: Guard::Postgres {
-            _database: database,
-            _permit: permit,
-        },
+        _guard: Guard::Postgres(database),
     })
 }
 
-/// Generates, for each named `async fn(Backend)` of the calling module, a
-/// test on SQLite (`sqlite::<name>`) and one on PostgreSQL
-/// (`postgres::<name>`).
+/// For each named `async fn(Backend)` of the calling module, a test on
+/// SQLite (`sqlite::<name>`) and one on PostgreSQL (`postgres::<name>`).
 #[macro_export]
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    super::$name(super::common::sqlite()).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    let Some(backend) = super::common::postgres().await else {
-                        return;
-                    };
-                    super::$name(backend).await;
-                }
-            )*
+        ordo_postgres::on_both_backends! {
+            sqlite: super::common::sqlite(),
+            postgres: super::common::postgres().await,
+            worker_threads: 4,
+            tests: [$($name),*],
         }
     };
 }

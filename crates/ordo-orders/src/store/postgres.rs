@@ -690,7 +690,7 @@ impl PgOrderStore {
     /// outbox row sent in one pipeline, COMMIT. The values are `order`'s,
     /// the order and event ids fresh in each transaction.
     pub fn pgbench_create(order: &Order, created: &Envelope) -> Result<String, StoreError> {
-        use ordo_postgres::pgbench::{FRESH, array, fresh, json, null, opt_text, text, timestamp};
+        use ordo_postgres::pgbench::{FRESH, array, fresh, json, opt_text, text, timestamp};
         let row = OrderColumns::of(order)?;
         let items = ItemColumns::of(std::slice::from_ref(order))?;
         let id = fresh("ord_");
@@ -707,7 +707,7 @@ impl PgOrderStore {
                 json(&row.shipping_address),
                 text(&row.payment_token),
                 json(&row.attributes),
-                row.idempotency_key.as_deref().map_or_else(null, text),
+                opt_text(row.idempotency_key.as_deref()),
                 row.version.to_string(),
                 timestamp(&row.created_at),
                 timestamp(&row.updated_at),

@@ -6,11 +6,10 @@ use std::sync::Arc;
 
 use ordo_bus::OutboxStore;
 use ordo_payments::{MIGRATIONS, PG_MIGRATIONS, PaymentStore, PgPaymentStore, SqlitePaymentStore};
+use ordo_postgres::PgOutbox;
 use ordo_postgres::testing::TestDatabase;
-use ordo_postgres::{PgDatabase, PgOptions, PgOutbox};
 use ordo_sqlite::{Database, DatabaseOptions, SqliteOutbox};
 use tempfile::TempDir;
-use tokio::sync::{Semaphore, SemaphorePermit};
 
 /// A payments database and the stores over it. Fields drop in order: the
 /// stores (and their connections) before the database they use.
@@ -33,15 +32,8 @@ pub enum Kind {
 
 enum Guard {
     Sqlite(TempDir),
-    Postgres {
-        _database: TestDatabase,
-        _permit: SemaphorePermit<'static>,
-    },
+    Postgres(TestDatabase),
 }
-
-/// PostgreSQL tests of one binary at once, at most: each holds a few
-/// connections of a server that others share.
-static POSTGRES_SLOTS: Semaphore = Semaphore::const_new(4);
 
 pub fn sqlite() -> Backend {
     let dir = tempfile::tempdir().unwrap();
@@ -62,59 +54,31 @@ pub fn sqlite() -> Backend {
     }
 }
 
-/// `None`, after saying so, when no test server is configured.
+/// `None` when no test server is configured.
 pub async fn postgres() -> Option<Backend> {
-    let permit = POSTGRES_SLOTS.acquire().await.unwrap();
-    let Some(database) = TestDatabase::create().await else {
-        eprintln!("ORDO_TEST_DATABASE_URL is not set: the PostgreSQL run is skipped");
-        return None;
-    };
-    let options = PgOptions {
-        pool_size: 2,
-        ..Default::default()
-    };
-    let db = PgDatabase::connect(database.url(), "payments", &PG_MIGRATIONS, &options)
-        .await
-        .unwrap();
-    let other = PgDatabase::connect(database.url(), "payments", &PG_MIGRATIONS, &options)
-        .await
-        .unwrap();
+    let database = TestDatabase::create().await?;
+    let db = database.connect("payments", &PG_MIGRATIONS).await;
+    // Its own pools: another process.
+    let other = database.connect("payments", &PG_MIGRATIONS).await;
     Some(Backend {
         store: Arc::new(PgPaymentStore::new(db.clone())),
         other_process: Arc::new(PgPaymentStore::new(other)),
         outbox: Arc::new(PgOutbox::new("payments", db)),
         kind: Kind::Postgres,
-        _guard: Guard::Postgres {
-            _database: database,
-            _permit: permit,
-        },
+        _guard: Guard::Postgres(database),
     })
 }
 
-/// Generates, for each named `async fn(Backend)` of the calling module, a
-/// test on SQLite (`sqlite::<name>`) and one on PostgreSQL
-/// (`postgres::<name>`).
+/// For each named `async fn(Backend)` of the calling module, a test on
+/// SQLite (`sqlite::<name>`) and one on PostgreSQL (`postgres::<name>`).
 #[macro_export]
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    super::$name(super::common::backend::sqlite()).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    let Some(backend) = super::common::backend::postgres().await else {
-                        return;
-                    };
-                    super::$name(backend).await;
-                }
-            )*
+        ordo_postgres::on_both_backends! {
+            sqlite: super::common::backend::sqlite(),
+            postgres: super::common::backend::postgres().await,
+            worker_threads: 4,
+            tests: [$($name),*],
         }
     };
 }

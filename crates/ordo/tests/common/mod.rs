@@ -31,25 +31,12 @@ pub enum Backend {
 #[macro_export]
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name($crate::common::Backend::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    if std::env::var_os(ordo_postgres::testing::URL_VARIABLE).is_none() {
-                        eprintln!("{}: ORDO_TEST_DATABASE_URL is not set; the PostgreSQL run is skipped", stringify!($name));
-                        return;
-                    }
-                    super::$name($crate::common::Backend::Postgres).await;
-                }
-            )*
+        ordo_postgres::on_both_backends! {
+            sqlite: $crate::common::Backend::Sqlite,
+            postgres: std::env::var_os(ordo_postgres::testing::URL_VARIABLE)
+                .map(|_| $crate::common::Backend::Postgres),
+            worker_threads: 2,
+            tests: [$($name),*],
         }
     };
 }
