@@ -99,6 +99,12 @@ struct Inner {
 /// retrying with backoff and parking it in the dead-letter store after the
 /// last attempt. `publish` resolves once every consumer has handled or
 /// parked the event, which is when the relay may mark the outbox row.
+///
+/// With a broker (distributed mode) the broker delivers and redelivers;
+/// the bus then only runs one attempt at a time for it ([`LocalBus::attempt`]),
+/// parks what exhausted its attempts ([`LocalBus::park`]) and replays dead
+/// letters, so counters, panics and dead letters are handled alike in both
+/// modes.
 #[derive(Clone)]
 pub struct LocalBus {
     inner: Arc<Inner>,
@@ -165,6 +171,44 @@ impl LocalBus {
             .collect()
     }
 
+    /// The consumers this process hosts.
+    pub fn consumers(&self) -> Vec<Consumer> {
+        self.inner
+            .slots
+            .iter()
+            .map(|s| s.consumer.clone())
+            .collect()
+    }
+
+    pub fn policy(&self) -> RetryPolicy {
+        self.inner.policy
+    }
+
+    /// One attempt of `consumer` at `event`, as a broker's delivery: the
+    /// error (a panic included) when it failed. An event of a type the
+    /// consumer does not react to, or for a consumer not hosted here, is
+    /// done at once.
+    pub async fn attempt(&self, consumer: &str, event: &Envelope) -> Result<(), String> {
+        let Some(slot) = self.inner.slot(consumer) else {
+            return Ok(());
+        };
+        if !slot.consumer.event_types.contains(&event.event_type) {
+            return Ok(());
+        }
+        self.inner.attempt(slot, event).await
+    }
+
+    /// Parks `event` for `consumer` after its last failed attempt.
+    pub async fn park(
+        &self,
+        consumer: &str,
+        event: &Envelope,
+        error: String,
+        attempts: u32,
+    ) -> Result<(), BusError> {
+        self.inner.park(consumer, event, error, attempts).await
+    }
+
     /// Wakes the replayer now rather than at its next check.
     pub fn wake_replayer(&self) {
         self.inner.replay_wake.notify_one();
@@ -195,12 +239,7 @@ impl LocalBus {
     }
 
     async fn replay(&self, letter: DeadLetter) {
-        let Some(slot) = self
-            .inner
-            .slots
-            .iter()
-            .find(|s| s.consumer.name == letter.consumer)
-        else {
+        let Some(slot) = self.inner.slot(&letter.consumer) else {
             // Another process hosts this consumer.
             return;
         };
@@ -219,44 +258,71 @@ impl LocalBus {
 }
 
 impl Inner {
+    fn slot(&self, consumer: &str) -> Option<&Slot> {
+        self.slots.iter().find(|s| s.consumer.name == consumer)
+    }
+
+    /// One attempt: the error (a panic included) when it failed.
+    async fn attempt(&self, slot: &Slot, event: &Envelope) -> Result<(), String> {
+        let outcome = {
+            let _permit = slot
+                .permits
+                .acquire()
+                .await
+                .map_err(|_| "the bus is shutting down".to_owned())?;
+            AssertUnwindSafe(slot.consumer.handler.handle(event))
+                .catch_unwind()
+                .await
+        };
+        let error = match outcome {
+            Ok(Ok(())) => {
+                self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+            Ok(Err(err)) => err.to_string(),
+            Err(panic) => panic_message(&panic),
+        };
+        self.stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
+        Err(error)
+    }
+
+    async fn park(
+        &self,
+        consumer: &str,
+        event: &Envelope,
+        error: String,
+        attempts: u32,
+    ) -> Result<(), BusError> {
+        error!(%consumer, event_id = %event.id, event_type = %event.event_type,
+            attempts, %error, "event dead-lettered");
+        self.dead_letters
+            .park(NewDeadLetter {
+                consumer: consumer.to_owned(),
+                envelope: event.clone(),
+                error,
+                attempts,
+            })
+            .await
+            .map_err(|e| BusError::Other(e.into()))?;
+        self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// `Ok(true)` when handled, `Ok(false)` when parked as a dead letter.
     async fn deliver(&self, slot: &Slot, event: &Envelope) -> Result<bool, BusError> {
         let consumer = &slot.consumer;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let outcome = {
-                let _permit = slot
-                    .permits
-                    .acquire()
-                    .await
-                    .map_err(|_| BusError::ShuttingDown)?;
-                AssertUnwindSafe(consumer.handler.handle(event))
-                    .catch_unwind()
-                    .await
+            let error = match self.attempt(slot, event).await {
+                Ok(()) => return Ok(true),
+                Err(error) => error,
             };
-            let error = match outcome {
-                Ok(Ok(())) => {
-                    self.stats.delivered.fetch_add(1, Ordering::Relaxed);
-                    return Ok(true);
-                }
-                Ok(Err(err)) => err.to_string(),
-                Err(panic) => panic_message(&panic),
-            };
-            self.stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
+            if self.stop.is_cancelled() {
+                return Err(BusError::ShuttingDown);
+            }
             if attempt >= self.policy.max_attempts {
-                error!(consumer = %consumer.name, event_id = %event.id, event_type = %event.event_type,
-                    attempts = attempt, %error, "event dead-lettered");
-                self.dead_letters
-                    .park(NewDeadLetter {
-                        consumer: consumer.name.clone(),
-                        envelope: event.clone(),
-                        error,
-                        attempts: attempt,
-                    })
-                    .await
-                    .map_err(|e| BusError::Other(e.into()))?;
-                self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                self.park(&consumer.name, event, error, attempt).await?;
                 return Ok(false);
             }
             warn!(consumer = %consumer.name, event_id = %event.id, event_type = %event.event_type,

@@ -49,9 +49,10 @@ impl Handler for CatalogProjection {
 
 /// Appends each of an order's events to its timeline, in the order the
 /// orders service produced them: an event whose predecessor has not
-/// arrived yet fails and is retried.
+/// arrived yet fails and is retried. Each new entry is announced, so that
+/// those following the order see it at once.
 pub struct TimelineWriter {
-    store: Arc<dyn OrderStore>,
+    service: Arc<OrdersService>,
 }
 
 /// The events that go into an order's timeline: everything said about it.
@@ -145,11 +146,16 @@ impl Handler for TimelineWriter {
             None
         };
         match self
-            .store
+            .service
+            .store()
             .append_timeline(order, entry, after, InboxKey::new(TIMELINE_CONSUMER, event))
             .await?
         {
-            TimelineAppend::Appended | TimelineAppend::Duplicate => Ok(()),
+            TimelineAppend::Appended => {
+                self.service.order_changed(order);
+                Ok(())
+            }
+            TimelineAppend::Duplicate => Ok(()),
             TimelineAppend::Early => Err(anyhow::anyhow!(
                 "event {} of order {order} arrived before its predecessor",
                 event.id
@@ -166,7 +172,9 @@ pub fn consumers(service: Arc<OrdersService>) -> Vec<Consumer> {
         Consumer::new(
             SAGA_CONSUMER,
             SAGA_EVENTS,
-            Arc::new(SagaHandler { service }),
+            Arc::new(SagaHandler {
+                service: service.clone(),
+            }),
         ),
         Consumer::new(
             CATALOG_CONSUMER,
@@ -178,7 +186,7 @@ pub fn consumers(service: Arc<OrdersService>) -> Vec<Consumer> {
         Consumer::new(
             TIMELINE_CONSUMER,
             TIMELINE_EVENTS,
-            Arc::new(TimelineWriter { store }),
+            Arc::new(TimelineWriter { service }),
         ),
     ]
 }

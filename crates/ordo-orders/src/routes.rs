@@ -1,5 +1,6 @@
 //! The orders HTTP API.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::Extension;
@@ -7,10 +8,12 @@ use axum::extract::{Path, State};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
+use futures::{Stream, StreamExt};
 use ordo_bus::EventContext;
 use ordo_events::Address;
 use ordo_http::idempotency::IdempotencyKey;
@@ -23,6 +26,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::domain::{Order, OrderStatus, PricingError, RequestedLine};
+use crate::follow::{StatusSnapshot, Update, follow};
 use crate::service::{NewOrder, OrderError, OrdersService};
 use crate::store::{OrderFilter, TimelineEntry};
 
@@ -49,6 +53,7 @@ pub fn router(state: OrdersState) -> OpenApiRouter {
         .routes(routes!(list_orders))
         .routes(routes!(get_order))
         .routes(routes!(get_timeline))
+        .routes(routes!(order_events))
         .with_state(state)
 }
 
@@ -722,6 +727,144 @@ async fn get_timeline(
     Ok(axum::Json(Timeline {
         items: entries.into_iter().map(TimelineEntryView::from).collect(),
     }))
+}
+
+/// An order's status, as its event stream tells it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderStatusView {
+    #[schema(example = "ord_01JC0000000000000000000000")]
+    id: OrderId,
+    /// pending, confirmed, paid, shipped, delivered or cancelled.
+    #[schema(example = "paid")]
+    status: &'static str,
+    /// When cancelled, why (as on the order); otherwise null.
+    cancellation_reason: Option<String>,
+}
+
+impl From<StatusSnapshot> for OrderStatusView {
+    fn from(s: StatusSnapshot) -> Self {
+        Self {
+            id: s.id,
+            status: s.status.as_str(),
+            cancellation_reason: s.cancellation_reason,
+        }
+    }
+}
+
+/// How long a client waits before it reconnects (the first event's
+/// `retry:`).
+pub const EVENTS_RETRY: Duration = Duration::from_secs(2);
+/// How often an idle event stream carries a comment, so that proxies keep
+/// it open.
+pub const EVENTS_KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// The request header holding the id of the last event a client received.
+pub const LAST_EVENT_ID: &str = "Last-Event-ID";
+
+/// The timeline seq named by `Last-Event-ID`; absent or empty: none.
+fn last_event_id(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+    let Some(value) = headers.get(LAST_EVENT_ID) else {
+        return Ok(None);
+    };
+    match value.to_str().map(str::trim) {
+        // What EventSource would send after an event that reset the id.
+        Ok("") => Ok(None),
+        Ok(v) if v.bytes().all(|b| b.is_ascii_digit()) => match v.parse::<i64>() {
+            Ok(seq) => Ok(Some(seq)),
+            Err(_) => Err(bad_last_event_id()),
+        },
+        _ => Err(bad_last_event_id()),
+    }
+}
+
+fn bad_last_event_id() -> ApiError {
+    let field = FieldError::new(
+        LAST_EVENT_ID,
+        "must be a non-negative integer: the id of the last event received",
+    );
+    ApiError::Malformed {
+        detail: format!("{}: {}", field.field, field.message),
+        errors: vec![field],
+    }
+}
+
+/// One update of an order as a server-sent event; `None` when it cannot
+/// be written, which ends the stream.
+fn sse_event(order: OrderId, update: Update, first: bool) -> Option<Event> {
+    let mut event = Event::default();
+    if first {
+        event = event.retry(EVENTS_RETRY);
+    }
+    let written = match update {
+        Update::Entry(entry) => {
+            if entry.event_type.contains(['\r', '\n']) {
+                tracing::warn!(%order, seq = entry.seq, "a timeline entry has no valid event type: the event stream ends");
+                return None;
+            }
+            let event = event.id(entry.seq.to_string()).event(&entry.event_type);
+            event.json_data(TimelineEntryView::from(entry))
+        }
+        Update::Status(status) => event
+            .event("status")
+            .json_data(OrderStatusView::from(status)),
+        Update::End(status) => event.event("end").json_data(OrderStatusView::from(status)),
+    };
+    match written {
+        Ok(event) => Some(event),
+        Err(err) => {
+            tracing::warn!(%order, error = %err, "cannot write an order event: the event stream ends");
+            None
+        }
+    }
+}
+
+/// Follow an order as it happens (Server-Sent Events).
+///
+/// Who may follow an order is who may read it (`GET /v1/orders/{id}`);
+/// the answer is given before the stream begins. The events:
+///
+/// - one per timeline entry, in order: `id:` its `seq`, `event:` its type
+///   (`order.paid`), `data:` the entry as `/timeline` shows it;
+/// - `event: status`, without an id, `data: {"id", "status",
+///   "cancellation_reason"}`: after the first batch of entries, then
+///   after each batch in which the status changed. The status is the
+///   order's own and can run ahead of its timeline;
+/// - `event: end`, with the same data as `status`, once the order is
+///   delivered or cancelled and the entry saying so was sent. The stream
+///   then closes: an `EventSource` client calls `close()` on `end`, or it
+///   reconnects, and with its last id gets `status` and `end` again at
+///   once. Entries other services add later (a stock release, a refund)
+///   are in `/timeline`.
+///
+/// With `Last-Event-ID` (what `EventSource` sends when it reconnects) only
+/// the entries with a greater `seq` are sent. The first event carries
+/// `retry: 2000`; a comment every 15 s keeps an idle stream open.
+#[utoipa::path(get, path = "/v1/orders/{id}/events", tag = "orders",
+    security(("bearer" = [])),
+    params(
+        ("id" = String, Path),
+        ("Last-Event-ID" = Option<String>, Header, description = "the id of the last event received (a timeline seq): only later entries are sent"),
+    ),
+    responses(
+        (status = 200, description = "a stream of timeline entries, `status` and finally `end` events",
+            body = String, content_type = "text/event-stream"),
+        (status = 400, body = ordo_http::Problem, content_type = "application/problem+json"),
+        (status = 403, body = ordo_http::Problem, content_type = "application/problem+json"),
+        (status = 404, body = ordo_http::Problem, content_type = "application/problem+json"),
+    ))]
+async fn order_events(
+    State(state): State<OrdersState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let id = parse_order_id(&id)?;
+    let after = last_event_id(&headers)?;
+    let updates = follow(state.service.clone(), &principal, id, after).await?;
+    let events = updates.scan(true, move |first, update| {
+        let event = sse_event(id, update, std::mem::take(first));
+        futures::future::ready(event.map(Ok))
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(EVENTS_KEEP_ALIVE)))
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use ordo_events::{
 };
 use ordo_http::{Principal, Role};
 use ordo_kernel::{Clock, EventId, IdGen, OrderId, StoreError};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use crate::domain::{
     self, CancellationReason, Order, OrderStatus, PricingError, Reaction, RequestedLine, SagaEvent,
@@ -81,8 +81,12 @@ pub struct OrdersService {
     store: Arc<dyn OrderStore>,
     clock: Arc<dyn Clock>,
     ids: Arc<dyn IdGen>,
-    /// Every committed status change, for whoever waits on one.
-    changes: broadcast::Sender<(OrderId, OrderStatus)>,
+    /// The id of every order that changed: a status committed here, an
+    /// entry appended to its timeline, or word from another process.
+    /// Listeners re-read the order; a lost or repeated id costs a read.
+    changes: broadcast::Sender<OrderId>,
+    /// Becomes true when the server shuts down: open event streams end.
+    stopping: watch::Sender<bool>,
 }
 
 /// How often a transition is retried when another one won the race.
@@ -96,39 +100,61 @@ impl OrdersService {
             clock,
             ids,
             changes,
+            stopping: watch::Sender::new(false),
         }
     }
 
-    /// Status changes from now on (after they are committed).
-    pub fn subscribe(&self) -> broadcast::Receiver<(OrderId, OrderStatus)> {
+    /// The ids of the orders that change from now on (after the change is
+    /// committed). An id may come more than once, and a receiver that
+    /// falls behind is told it lagged: read the order again either way.
+    pub fn subscribe(&self) -> broadcast::Receiver<OrderId> {
         self.changes.subscribe()
     }
 
-    fn announce(&self, order: &Order) {
+    /// Tells this process's listeners that order `id` changed. The service
+    /// calls it for its own changes; in distributed mode the application
+    /// calls it for each order event another replica published.
+    pub fn order_changed(&self, id: OrderId) {
         // Nobody listening is fine.
-        let _ = self.changes.send((order.id, order.status));
+        let _ = self.changes.send(id);
+    }
+
+    fn announce(&self, order: &Order) {
+        self.order_changed(order.id);
+    }
+
+    /// Ends every open event stream of [`crate::follow`]: the server calls
+    /// it when it begins to shut down, since a graceful shutdown waits for
+    /// every response to finish and a stream of an order still in flight
+    /// would not.
+    pub fn stop_following(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Whether (and when) [`Self::stop_following`] was called.
+    pub(crate) fn stopping(&self) -> watch::Receiver<bool> {
+        self.stopping.subscribe()
     }
 
     /// Waits until `order` leaves `pending` (the saga's first decision) or
     /// `limit` passes; returns the order as it then stands.
     pub async fn wait_for_decision(
         &self,
-        mut changes: broadcast::Receiver<(OrderId, OrderStatus)>,
+        mut changes: broadcast::Receiver<OrderId>,
         order: OrderId,
         limit: std::time::Duration,
     ) -> Result<Order, OrderError> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let current = self.store.get(order).await?;
-            if current.status != OrderStatus::Pending {
+            if current.status != OrderStatus::Pending || tokio::time::Instant::now() >= deadline {
                 return Ok(current);
             }
             loop {
                 match tokio::time::timeout_at(deadline, changes.recv()).await {
                     Err(_) => return Ok(self.store.get(order).await?),
-                    Ok(Ok((id, status))) if id == order && status != OrderStatus::Pending => {
-                        return Ok(self.store.get(order).await?);
-                    }
+                    // It changed, perhaps only its timeline: look again.
+                    Ok(Ok(id)) if id == order => break,
                     Ok(Ok(_)) => continue,
                     // Missed some: look at the order itself again.
                     Ok(Err(broadcast::error::RecvError::Lagged(_))) => break,

@@ -23,6 +23,7 @@ use ordo_http::metrics::{HttpMetrics, track};
 use ordo_http::request::{BODY_LIMIT, request_id, timeout};
 use ordo_inventory::{InventoryService, InventoryState};
 use ordo_kernel::{Clock, IdGen, SystemClock, UlidGen};
+use ordo_nats::{JetStreamBus, JetStreamSettings};
 use ordo_orders::{OrdersService, OrdersState};
 use ordo_payments::{
     GatewayConfig, HttpGateway, PaymentsService, PaymentsState, Simulator, SimulatorConfig,
@@ -89,10 +90,12 @@ pub struct App {
     router: Router,
     stores: Stores,
     bus: LocalBus,
+    broker: Option<JetStreamBus>,
+    orders: Option<Arc<OrdersService>>,
     outboxes: Vec<Arc<dyn OutboxStore>>,
     idempotency: Vec<Idempotency>,
-    inventory: Arc<InventoryService>,
-    delivery: Arc<DeliveryService>,
+    inventory: Option<Arc<InventoryService>>,
+    delivery: Option<Arc<DeliveryService>>,
     simulator: Option<TcpListener>,
     stop: CancellationToken,
     demo_credentials: Option<DemoCredentials>,
@@ -120,6 +123,9 @@ impl AppBuilder {
         self
     }
 
+    /// Wires the services this process runs (`config.services`): their
+    /// stores, reactions, routes and background work. Auth, health,
+    /// metrics and the admin views of the bus are served by every process.
     pub async fn build(self) -> anyhow::Result<App> {
         let Self {
             config,
@@ -129,6 +135,21 @@ impl AppBuilder {
             ids,
         } = self;
         let stores = Stores::open(&config).await?;
+        let broker = match &config.nats_url {
+            Some(url) => Some(
+                JetStreamBus::connect(JetStreamSettings {
+                    stream: config.nats_stream.clone(),
+                    subject_prefix: config.nats_subject_prefix.clone(),
+                    replicas: config.nats_replicas,
+                    duplicate_window: config.nats_duplicate_window,
+                    ack_wait: config.nats_ack_wait,
+                    client_name: format!("ordo {}", config.services.join(",")),
+                    ..JetStreamSettings::new(url.expose())
+                })
+                .await?,
+            ),
+            None => None,
+        };
         let auth = Arc::new(
             AuthService::start(
                 stores.clients.clone(),
@@ -140,52 +161,78 @@ impl AppBuilder {
             )
             .await?,
         );
-        let inventory = Arc::new(InventoryService::new(
-            stores.products.clone(),
-            stores.stock.clone(),
-            clock.clone(),
-            ids.clone(),
-            config.reservation_ttl,
-        ));
-        let demo_credentials = if config.demo {
-            demo::first_start(&stores, &auth, &inventory, &config.data_dir).await?
-        } else {
-            None
+        let inventory = stores.inventory.as_ref().map(|s| {
+            Arc::new(InventoryService::new(
+                s.products.clone(),
+                s.stock.clone(),
+                clock.clone(),
+                ids.clone(),
+                config.reservation_ttl,
+            ))
+        });
+        // The demo needs the catalog: a process running inventory makes it.
+        let demo_credentials = match (&inventory, config.demo) {
+            (Some(inventory), true) => {
+                demo::first_start(&stores, &auth, inventory, &config.data_dir).await?
+            }
+            _ => None,
         };
 
         let stop = CancellationToken::new();
-        let orders = Arc::new(OrdersService::new(
-            stores.orders.clone(),
-            clock.clone(),
-            ids.clone(),
-        ));
-        let delivery = Arc::new(DeliveryService::new(
-            stores.shipments.clone(),
-            clock.clone(),
-            ids.clone(),
-        ));
+        let orders = stores.orders.as_ref().map(|s| {
+            Arc::new(OrdersService::new(
+                s.orders.clone(),
+                clock.clone(),
+                ids.clone(),
+            ))
+        });
+        let delivery = stores.delivery.as_ref().map(|s| {
+            Arc::new(DeliveryService::new(
+                s.shipments.clone(),
+                clock.clone(),
+                ids.clone(),
+            ))
+        });
         // The payment gateway: the configured one, or the built-in simulator
         // on its own loopback port, reached over real HTTP either way.
-        let (gateway_url, simulator) = match &config.gateway_url {
-            Some(url) => (url.clone(), None),
-            None => {
-                let listener = TcpListener::bind(("127.0.0.1", 0))
-                    .await
-                    .context("binding the gateway simulator")?;
-                (format!("http://{}", listener.local_addr()?), Some(listener))
+        let mut simulator = None;
+        let payments = match &stores.payments {
+            Some(s) => {
+                let gateway_url = match &config.gateway_url {
+                    Some(url) => url.clone(),
+                    None => {
+                        let listener = TcpListener::bind(("127.0.0.1", 0))
+                            .await
+                            .context("binding the gateway simulator")?;
+                        let url = format!("http://{}", listener.local_addr()?);
+                        simulator = Some(listener);
+                        url
+                    }
+                };
+                let gateway = Arc::new(HttpGateway::new(gateway_url, GatewayConfig::default())?);
+                let service = Arc::new(PaymentsService::new(
+                    s.payments.clone(),
+                    gateway.clone(),
+                    clock.clone(),
+                    ids.clone(),
+                ));
+                Some((service, gateway))
             }
+            None => None,
         };
-        let gateway = Arc::new(HttpGateway::new(gateway_url, GatewayConfig::default())?);
-        let payments = Arc::new(PaymentsService::new(
-            stores.payments.clone(),
-            gateway.clone(),
-            clock.clone(),
-            ids.clone(),
-        ));
-        let mut consumers = ordo_orders::reactions::consumers(orders.clone());
-        consumers.extend(ordo_payments::consumers(payments.clone()));
-        consumers.extend(ordo_inventory::consumers(inventory.clone()));
-        consumers.extend(ordo_delivery::consumers(delivery.clone()));
+        let mut consumers = Vec::new();
+        if let Some(orders) = &orders {
+            consumers.extend(ordo_orders::reactions::consumers(orders.clone()));
+        }
+        if let Some((payments, _)) = &payments {
+            consumers.extend(ordo_payments::consumers(payments.clone()));
+        }
+        if let Some(inventory) = &inventory {
+            consumers.extend(ordo_inventory::consumers(inventory.clone()));
+        }
+        if let Some(delivery) = &delivery {
+            consumers.extend(ordo_delivery::consumers(delivery.clone()));
+        }
         consumers.extend(extra_consumers);
         let policy = RetryPolicy {
             max_attempts: config.bus_max_attempts,
@@ -194,16 +241,8 @@ impl AppBuilder {
         };
         let bus = LocalBus::new(consumers, stores.dead_letters.clone(), policy, stop.clone())
             .with_faults(faults);
-        let outboxes: Vec<Arc<dyn OutboxStore>> = vec![
-            stores.orders_outbox.clone(),
-            stores.inventory_outbox.clone(),
-            stores.delivery_outbox.clone(),
-            stores.payments_outbox.clone(),
-        ];
+        let outboxes = stores.outboxes();
 
-        let idempotency = Idempotency::new(stores.orders_idempotency.clone(), clock.clone());
-        let inventory_idempotency =
-            Idempotency::new(stores.inventory_idempotency.clone(), clock.clone());
         let authenticator = Authenticator::new(
             auth.jwt(),
             Arc::new(StoreDirectory(stores.clients.clone())),
@@ -214,12 +253,15 @@ impl AppBuilder {
         let http_metrics = HttpMetrics::register(&mut registry);
         let gauges = Arc::new(ScrapeGauges::default());
         ops::register_bus_metrics(&mut registry, bus.stats(), gauges.clone());
-        ordo_payments::metrics::register(&mut registry, gateway);
+        if let Some((_, gateway)) = &payments {
+            ordo_payments::metrics::register(&mut registry, gateway.clone());
+        }
         let ops_state = OpsState {
             databases: stores.databases().to_vec(),
             outboxes: outboxes.clone(),
             dead_letters: stores.dead_letters.clone(),
             bus: bus.clone(),
+            broker: broker.clone(),
             registry: Arc::new(registry),
             gauges,
         };
@@ -228,31 +270,49 @@ impl AppBuilder {
             authenticator: authenticator.clone(),
             clock: clock.clone(),
         };
-        let orders_state = OrdersState { service: orders };
 
-        let inventory_state = InventoryState {
-            products: stores.products.clone(),
-            service: inventory.clone(),
-        };
-        let creating = ordo_orders::create_router(orders_state.clone())
-            .layer(from_fn_with_state(idempotency.clone(), idempotency_layer));
-        let creating_products = ordo_inventory::create_router(inventory_state.clone()).layer(
-            from_fn_with_state(inventory_idempotency.clone(), idempotency_layer),
-        );
-        let authenticated = OpenApiRouter::new()
-            .merge(ordo_orders::router(orders_state))
-            .merge(creating)
-            .merge(creating_products)
-            .merge(ordo_inventory::router(inventory_state))
-            .merge(ordo_payments::router(PaymentsState {
-                service: payments.clone(),
-            }))
-            .merge(ordo_delivery::router(DeliveryState {
-                service: delivery.clone(),
-            }))
+        let mut idempotency = Vec::new();
+        let mut authenticated = OpenApiRouter::new()
             .merge(ordo_auth::admin_router(auth_state.clone()))
-            .merge(ops::admin_router(ops_state.clone()))
-            .layer(from_fn_with_state(authenticator, require_auth));
+            .merge(ops::admin_router(ops_state.clone()));
+        if let (Some(service), Some(s)) = (&orders, &stores.orders) {
+            let layer = Idempotency::new(s.idempotency.clone(), clock.clone());
+            let state = OrdersState {
+                service: service.clone(),
+            };
+            authenticated = authenticated
+                .merge(ordo_orders::router(state.clone()))
+                .merge(
+                    ordo_orders::create_router(state)
+                        .layer(from_fn_with_state(layer.clone(), idempotency_layer)),
+                );
+            idempotency.push(layer);
+        }
+        if let (Some(service), Some(s)) = (&inventory, &stores.inventory) {
+            let layer = Idempotency::new(s.idempotency.clone(), clock.clone());
+            let state = InventoryState {
+                products: s.products.clone(),
+                service: service.clone(),
+            };
+            authenticated = authenticated
+                .merge(ordo_inventory::router(state.clone()))
+                .merge(
+                    ordo_inventory::create_router(state)
+                        .layer(from_fn_with_state(layer.clone(), idempotency_layer)),
+                );
+            idempotency.push(layer);
+        }
+        if let Some((service, _)) = &payments {
+            authenticated = authenticated.merge(ordo_payments::router(PaymentsState {
+                service: service.clone(),
+            }));
+        }
+        if let Some(service) = &delivery {
+            authenticated = authenticated.merge(ordo_delivery::router(DeliveryState {
+                service: service.clone(),
+            }));
+        }
+        let authenticated = authenticated.layer(from_fn_with_state(authenticator, require_auth));
         let (api_router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
             .merge(ordo_auth::token_router(auth_state))
             .merge(authenticated)
@@ -298,8 +358,10 @@ impl AppBuilder {
             router,
             stores,
             bus,
+            broker,
+            orders,
             outboxes,
-            idempotency: vec![idempotency, inventory_idempotency],
+            idempotency,
             inventory,
             delivery,
             simulator,
@@ -351,19 +413,10 @@ impl App {
         &self.stores
     }
 
-    /// The invariant checker over this application's stores.
-    pub fn checker(&self) -> ordo_invariants::Checker {
-        ordo_invariants::Checker {
-            orders: self.stores.orders.clone(),
-            orders_outbox: self.stores.orders_outbox.clone(),
-            stock: self.stores.stock.clone(),
-            payments: Some(Arc::new(ordo_invariants::PaymentsLedger(
-                self.stores.payments.clone(),
-            ))),
-            shipments: Some(Arc::new(ordo_invariants::DeliveryView(
-                self.stores.shipments.clone(),
-            ))),
-        }
+    /// The invariant checker over this application's stores (it needs
+    /// the orders and inventory services).
+    pub fn checker(&self) -> anyhow::Result<ordo_invariants::Checker> {
+        self.stores.checker()
     }
 
     /// Serves until `shutdown` resolves, then stops accepting, finishes the
@@ -378,6 +431,8 @@ impl App {
             router,
             stores,
             bus,
+            broker,
+            orders,
             outboxes,
             idempotency,
             inventory,
@@ -386,27 +441,57 @@ impl App {
             stop,
             demo_credentials: _,
         } = self;
+        let mut tasks = Vec::new();
         let gateway_simulator = simulator.map(|listener| {
             tokio::spawn(
                 Simulator::new(SimulatorConfig::default())
                     .serve(listener, stop.clone().cancelled_owned()),
             )
         });
-        let purger = tokio::spawn(maintenance(idempotency, outboxes.clone(), stop.clone()));
+        tasks.push(tokio::spawn(maintenance(
+            idempotency,
+            outboxes.clone(),
+            stop.clone(),
+        )));
         let relays: Vec<_> = outboxes
             .into_iter()
-            .map(|outbox| Relay::new(outbox, Arc::new(bus.clone())).spawn(config.shutdown_grace))
+            .map(|outbox| {
+                let publisher: Arc<dyn ordo_bus::Publisher> = match &broker {
+                    Some(broker) => broker.publisher(outbox.service()),
+                    None => Arc::new(bus.clone()),
+                };
+                Relay::new(outbox, publisher).spawn(config.shutdown_grace)
+            })
             .collect();
-        let replayer = tokio::spawn(bus.clone().run_replayer(config.dlq_poll_interval));
-        let expiry = tokio::spawn(inventory.run_expiry(stop.clone()));
-        let courier = match config.courier_sim {
-            CourierSim::Pace(pace) => {
-                tokio::spawn(CourierSimulator::new(delivery, pace).run(stop.clone()))
+        // In distributed mode the broker delivers to this process's
+        // consumers, and the orders service hears of every order change,
+        // whichever replica made it (SSE, `Prefer: wait`).
+        let consumers = match &broker {
+            Some(broker) => {
+                if let Some(orders) = &orders {
+                    tasks.push(tokio::spawn(follow_orders(
+                        broker.clone(),
+                        orders.clone(),
+                        stop.clone(),
+                    )));
+                }
+                broker.spawn_consumers(&bus, stop.clone())
             }
-            CourierSim::Off => tokio::spawn(async {}),
+            None => Vec::new(),
         };
+        tasks.push(tokio::spawn(
+            bus.clone().run_replayer(config.dlq_poll_interval),
+        ));
+        if let Some(inventory) = inventory {
+            tasks.push(tokio::spawn(inventory.run_expiry(stop.clone())));
+        }
+        if let (Some(delivery), CourierSim::Pace(pace)) = (delivery, config.courier_sim) {
+            tasks.push(tokio::spawn(
+                CourierSimulator::new(delivery, pace).run(stop.clone()),
+            ));
+        }
 
-        info!(listen = %listener.local_addr()?, "ordo is serving");
+        info!(listen = %listener.local_addr()?, services = ?config.services, "ordo is serving");
         let served = axum::serve(listener, router.into_make_service())
             .with_graceful_shutdown(shutdown)
             .await;
@@ -420,7 +505,7 @@ impl App {
                 Err(err) => warn!(error = %err, "the gateway simulator task failed"),
             }
         }
-        for task in [replayer, purger, expiry, courier] {
+        for task in tasks.into_iter().chain(consumers) {
             if let Err(err) = task.await {
                 warn!(error = %err, "background task ended abnormally");
             }
@@ -431,6 +516,32 @@ impl App {
         }
         info!("stopped");
         served.context("serving HTTP")
+    }
+}
+
+/// Tells the orders service of every order event any replica publishes.
+async fn follow_orders(broker: JetStreamBus, orders: Arc<OrdersService>, stop: CancellationToken) {
+    use futures::StreamExt;
+    let events = match broker.follow("orders").await {
+        Ok(events) => events,
+        Err(err) => {
+            warn!(error = %format!("{err:#}"), "cannot follow order events; live views fall back to polling");
+            return;
+        }
+    };
+    let mut events = std::pin::pin!(events);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            event = events.next() => match event {
+                Some(event) => {
+                    if let Ok(id) = ordo_kernel::OrderId::parse(&event.subject) {
+                        orders.order_changed(id);
+                    }
+                }
+                None => return,
+            },
+        }
     }
 }
 

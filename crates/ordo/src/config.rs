@@ -107,6 +107,16 @@ pub struct Config {
     /// PostgreSQL connections per service schema.
     pub database_pool_size: usize,
     pub nats_url: Option<Secret>,
+    /// The JetStream stream holding the domain events.
+    pub nats_stream: String,
+    /// The first token of the events' subjects (`ordo.orders.order.created.v1`).
+    pub nats_subject_prefix: String,
+    /// Copies of the stream in a NATS cluster.
+    pub nats_replicas: usize,
+    /// Publishes of one event within this window are stored once.
+    pub nats_duplicate_window: Duration,
+    /// A delivery not acknowledged within this is redelivered.
+    pub nats_ack_wait: Duration,
     pub courier_sim: CourierSim,
     pub demo: bool,
     /// Services this process runs.
@@ -146,6 +156,11 @@ impl Config {
             read_database_url: None,
             database_pool_size: 8,
             nats_url: None,
+            nats_stream: "ORDO".to_owned(),
+            nats_subject_prefix: "ordo".to_owned(),
+            nats_replicas: 1,
+            nats_duplicate_window: Duration::from_secs(120),
+            nats_ack_wait: Duration::from_secs(30),
             courier_sim: CourierSim::Off,
             demo: true,
             services: ALL_SERVICES.iter().map(|s| (*s).to_owned()).collect(),
@@ -181,6 +196,11 @@ pub struct FileConfig {
     pub read_database_url: Option<Secret>,
     pub database_pool_size: Option<usize>,
     pub nats_url: Option<Secret>,
+    pub nats_stream: Option<String>,
+    pub nats_subject_prefix: Option<String>,
+    pub nats_replicas: Option<usize>,
+    pub nats_duplicate_window: Option<String>,
+    pub nats_ack_wait: Option<String>,
     pub courier_sim: Option<String>,
     pub demo: Option<bool>,
     pub services: Option<Vec<String>>,
@@ -250,7 +270,9 @@ impl Config {
             None if demo => CourierSim::Pace(Duration::from_secs(2)),
             None => CourierSim::Off,
         };
-        let services = over.services.or(file.services).unwrap_or(d.services);
+        let mut services = over.services.or(file.services).unwrap_or(d.services);
+        services.sort();
+        services.dedup();
         for service in &services {
             if !ALL_SERVICES.contains(&service.as_str()) {
                 bail!(
@@ -281,6 +303,15 @@ impl Config {
                 .map(Secret::new)
                 .or(file.nats_url)
                 .filter(|s| !s.0.is_empty()),
+            nats_stream: file.nats_stream.unwrap_or(d.nats_stream),
+            nats_subject_prefix: file.nats_subject_prefix.unwrap_or(d.nats_subject_prefix),
+            nats_replicas: file.nats_replicas.unwrap_or(d.nats_replicas).clamp(1, 5),
+            nats_duplicate_window: duration_or(
+                file.nats_duplicate_window,
+                d.nats_duplicate_window,
+                "nats-duplicate-window",
+            )?,
+            nats_ack_wait: duration_or(file.nats_ack_wait, d.nats_ack_wait, "nats-ack-wait")?,
             courier_sim,
             demo,
             services,
@@ -313,6 +344,15 @@ impl Config {
         Ok(config)
     }
 
+    /// Whether this process runs every service.
+    pub fn runs_every_service(&self) -> bool {
+        ALL_SERVICES.iter().all(|s| self.runs(s))
+    }
+
+    pub fn runs(&self, service: &str) -> bool {
+        self.services.iter().any(|s| s == service)
+    }
+
     /// Refuses what this build cannot run, plainly, rather than silently
     /// ignoring a setting.
     pub fn check_mode(&self) -> anyhow::Result<()> {
@@ -334,19 +374,21 @@ impl Config {
         if self.read_database_url.is_some() && self.database_url.is_none() {
             bail!("read-database-url needs database-url: SQLite has no read replica");
         }
-        let mut services = self.services.clone();
-        services.sort();
-        let mut all: Vec<String> = ALL_SERVICES.iter().map(|s| (*s).to_owned()).collect();
-        all.sort();
-        if services != all {
+        if self.services.is_empty() {
             bail!(
-                "services {:?}: running a subset of the services in one process needs the distributed mode, which is not supported yet",
-                self.services
+                "services is empty: name at least one of {}",
+                ALL_SERVICES.join(", ")
             );
         }
-        if self.nats_url.is_some() {
+        if self.nats_url.is_some() && self.database_url.is_none() {
             bail!(
-                "nats-url is not supported yet: this build runs the in-process bus; unset ORDO_NATS_URL"
+                "nats-url needs database-url: the distributed mode keeps its data in PostgreSQL, where every process sees it"
+            );
+        }
+        if !self.runs_every_service() && self.nats_url.is_none() {
+            bail!(
+                "services {:?}: running some of the services in a process needs the distributed mode (database-url and nats-url), so that the others can run elsewhere",
+                self.services
             );
         }
         Ok(())

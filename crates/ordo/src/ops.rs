@@ -27,6 +27,8 @@ pub struct OpsState {
     pub outboxes: Vec<Arc<dyn OutboxStore>>,
     pub dead_letters: Arc<dyn DeadLetterStore>,
     pub bus: LocalBus,
+    /// The broker, in distributed mode.
+    pub broker: Option<ordo_nats::JetStreamBus>,
     pub registry: Arc<Registry>,
     /// Backlog figures read before each scrape.
     pub gauges: Arc<ScrapeGauges>,
@@ -36,6 +38,8 @@ pub struct OpsState {
 #[derive(Debug, Default)]
 pub struct ScrapeGauges {
     values: std::sync::Mutex<Vec<(String, i64)>>,
+    /// Per consumer, in distributed mode: events not yet acknowledged.
+    lag: std::sync::Mutex<Vec<(String, i64)>>,
     dead_letters: std::sync::atomic::AtomicI64,
 }
 
@@ -98,6 +102,24 @@ impl Collector for BusCollector {
             let labels = [("service", service)];
             ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
         }
+        let lag = self
+            .gauges
+            .lag
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if !lag.is_empty() {
+            let mut family = encoder.encode_descriptor(
+                "ordo_bus_consumer_lag",
+                "events of a durable consumer not yet handed over or acknowledged",
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            for (consumer, value) in lag {
+                let labels = [("consumer", consumer)];
+                ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
+            }
+        }
         Ok(())
     }
 }
@@ -114,8 +136,8 @@ pub async fn live() -> impl IntoResponse {
     axum::Json(serde_json::json!({"status": "live"}))
 }
 
-/// Ready when every database answers (the in-process bus has nothing to
-/// reach).
+/// Ready when every database answers and, in distributed mode, the
+/// broker is connected (the in-process bus has nothing to reach).
 pub async fn ready(State(state): State<OpsState>) -> Response {
     let mut checks = serde_json::Map::new();
     let mut ok = true;
@@ -130,7 +152,15 @@ pub async fn ready(State(state): State<OpsState>) -> Response {
         };
         checks.insert(format!("{}_db", db.name()), status.into());
     }
-    checks.insert("bus".to_owned(), "ok".into());
+    let bus = match &state.broker {
+        None => "ok",
+        Some(broker) if broker.is_connected() => "ok",
+        Some(_) => {
+            ok = false;
+            "not connected to NATS"
+        }
+    };
+    checks.insert("bus".to_owned(), bus.into());
     let status = if ok {
         StatusCode::OK
     } else {
@@ -156,6 +186,19 @@ pub async fn metrics(State(state): State<OpsState>) -> Response {
         .values
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner) = backlog;
+    if let Some(broker) = &state.broker {
+        let mut lag = Vec::new();
+        for name in state.bus.consumer_names() {
+            if let Ok(n) = broker.consumer_lag(&name).await {
+                lag.push((name, i64::try_from(n).unwrap_or(i64::MAX)));
+            }
+        }
+        *state
+            .gauges
+            .lag
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = lag;
+    }
     if let Ok(n) = state.dead_letters.count_open().await {
         state
             .gauges
@@ -283,16 +326,25 @@ pub struct OutboxStatus {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+pub struct ConsumerStatus {
+    name: String,
+    /// Events not yet handed over or not yet acknowledged (distributed
+    /// mode; in embedded mode the outbox backlog is the lag).
+    lag: Option<u64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
 pub struct BusStatus {
     outboxes: Vec<OutboxStatus>,
-    consumers: Vec<String>,
+    consumers: Vec<ConsumerStatus>,
     delivered: u64,
     failed_attempts: u64,
     dead_lettered: u64,
     replayed: u64,
 }
 
-/// Outbox backlog per service and consumer activity (admin).
+/// Outbox backlog per service, the lag of this process's consumers and
+/// what they did (admin).
 #[utoipa::path(get, path = "/v1/admin/outbox", tag = "admin", security(("bearer" = [])),
     responses((status = 200, body = BusStatus)))]
 async fn outbox_status(
@@ -307,10 +359,23 @@ async fn outbox_status(
             backlog: outbox.backlog().await?,
         });
     }
+    let mut consumers = Vec::new();
+    for name in state.bus.consumer_names() {
+        let lag = match &state.broker {
+            Some(broker) => Some(
+                broker
+                    .consumer_lag(&name)
+                    .await
+                    .map_err(ApiError::internal)?,
+            ),
+            None => None,
+        };
+        consumers.push(ConsumerStatus { name, lag });
+    }
     let stats = state.bus.stats();
     Ok(axum::Json(BusStatus {
         outboxes,
-        consumers: state.bus.consumer_names(),
+        consumers,
         delivered: stats.delivered.load(Ordering::Relaxed),
         failed_attempts: stats.failed_attempts.load(Ordering::Relaxed),
         dead_lettered: stats.dead_lettered.load(Ordering::Relaxed),

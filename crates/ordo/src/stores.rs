@@ -3,7 +3,6 @@
 //! PostgreSQL database when a database URL is set. Past this module,
 //! nothing knows which backend holds the data.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -66,38 +65,66 @@ impl DatabaseHandle {
     }
 }
 
-/// The stores of every service, behind their traits.
+/// The orders service's stores.
+#[derive(Clone)]
+pub struct OrdersStores {
+    pub orders: Arc<dyn OrderStore>,
+    pub outbox: Arc<dyn OutboxStore>,
+    pub idempotency: Arc<dyn IdempotencyStore>,
+}
+
+/// The inventory service's stores.
+#[derive(Clone)]
+pub struct InventoryStores {
+    pub products: Arc<dyn ProductStore>,
+    pub stock: Arc<dyn StockStore>,
+    pub outbox: Arc<dyn OutboxStore>,
+    pub idempotency: Arc<dyn IdempotencyStore>,
+}
+
+/// The payments service's stores.
+#[derive(Clone)]
+pub struct PaymentsStores {
+    pub payments: Arc<dyn PaymentStore>,
+    pub outbox: Arc<dyn OutboxStore>,
+}
+
+/// The delivery service's stores.
+#[derive(Clone)]
+pub struct DeliveryStores {
+    pub shipments: Arc<dyn ShipmentStore>,
+    pub outbox: Arc<dyn OutboxStore>,
+}
+
+/// The stores of the services this process runs (the configuration's
+/// `services`), behind their traits, plus the API clients and the dead
+/// letters every process needs. A service this process does not run has
+/// no store here: its data is only reachable through its events.
 #[derive(Clone)]
 pub struct Stores {
     pub databases: Vec<DatabaseHandle>,
-    pub orders: Arc<dyn OrderStore>,
-    pub products: Arc<dyn ProductStore>,
-    pub stock: Arc<dyn StockStore>,
-    pub payments: Arc<dyn PaymentStore>,
-    pub shipments: Arc<dyn ShipmentStore>,
     pub clients: Arc<dyn ClientStore>,
     pub dead_letters: Arc<dyn DeadLetterStore>,
-    pub orders_outbox: Arc<dyn OutboxStore>,
-    pub inventory_outbox: Arc<dyn OutboxStore>,
-    pub payments_outbox: Arc<dyn OutboxStore>,
-    pub delivery_outbox: Arc<dyn OutboxStore>,
-    pub orders_idempotency: Arc<dyn IdempotencyStore>,
-    pub inventory_idempotency: Arc<dyn IdempotencyStore>,
+    pub orders: Option<OrdersStores>,
+    pub inventory: Option<InventoryStores>,
+    pub payments: Option<PaymentsStores>,
+    pub delivery: Option<DeliveryStores>,
 }
 
 impl Stores {
-    /// Opens (and migrates) every database: PostgreSQL schemas when the
-    /// configuration has a database URL, else SQLite files under the data
-    /// directory.
+    /// Opens (and migrates) the databases of the configured services and
+    /// the shared ones: PostgreSQL schemas when the configuration has a
+    /// database URL, else SQLite files under the data directory.
     pub async fn open(config: &Config) -> anyhow::Result<Self> {
         match &config.database_url {
             // Six schemas connect at once: a large future, kept on the heap.
             Some(url) => Box::pin(Self::open_postgres(config, url.expose())).await,
-            None => Self::open_sqlite(&config.data_dir),
+            None => Self::open_sqlite(config),
         }
     }
 
-    fn open_sqlite(dir: &Path) -> anyhow::Result<Self> {
+    fn open_sqlite(config: &Config) -> anyhow::Result<Self> {
+        let dir = &config.data_dir;
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let open = |name: &str, migrations: &[MigrationSet]| {
             ordo_sqlite::Database::open(
@@ -107,31 +134,49 @@ impl Stores {
                 DatabaseOptions::default(),
             )
         };
-        let orders = open("orders", &ordo_orders::MIGRATIONS)?;
-        let inventory = open("inventory", &ordo_inventory::MIGRATIONS)?;
-        let payments = open("payments", &ordo_payments::MIGRATIONS)?;
-        let delivery = open("delivery", &ordo_delivery::MIGRATIONS)?;
+        let mut databases = Vec::new();
+        let mut service = |name: &'static str, migrations: &[MigrationSet]| {
+            if !config.runs(name) {
+                return Ok::<_, anyhow::Error>(None);
+            }
+            let db = open(name, migrations)?;
+            databases.push(DatabaseHandle::Sqlite(db.clone()));
+            Ok(Some(db))
+        };
+        let orders = service("orders", &ordo_orders::MIGRATIONS)?.map(|db| OrdersStores {
+            orders: Arc::new(SqliteOrderStore::new(db.clone())),
+            outbox: Arc::new(SqliteOutbox::new("orders", db.clone())),
+            idempotency: Arc::new(SqliteIdempotency::new(db)),
+        });
+        let inventory = service("inventory", &ordo_inventory::MIGRATIONS)?.map(|db| {
+            let store = Arc::new(SqliteInventoryStore::new(db.clone()));
+            InventoryStores {
+                products: store.clone(),
+                stock: store,
+                outbox: Arc::new(SqliteOutbox::new("inventory", db.clone())),
+                idempotency: Arc::new(SqliteIdempotency::new(db)),
+            }
+        });
+        let payments = service("payments", &ordo_payments::MIGRATIONS)?.map(|db| PaymentsStores {
+            payments: Arc::new(SqlitePaymentStore::new(db.clone())),
+            outbox: Arc::new(SqliteOutbox::new("payments", db)),
+        });
+        let delivery = service("delivery", &ordo_delivery::MIGRATIONS)?.map(|db| DeliveryStores {
+            shipments: Arc::new(SqliteShipmentStore::new(db.clone())),
+            outbox: Arc::new(SqliteOutbox::new("delivery", db)),
+        });
         let auth = open("auth", &[ordo_auth::MIGRATIONS])?;
         let bus = open("bus", &[ordo_sqlite::BUS_MIGRATIONS])?;
-        let inventory_store = Arc::new(SqliteInventoryStore::new(inventory.clone()));
+        databases.push(DatabaseHandle::Sqlite(auth.clone()));
+        databases.push(DatabaseHandle::Sqlite(bus.clone()));
         Ok(Self {
-            orders: Arc::new(SqliteOrderStore::new(orders.clone())),
-            products: inventory_store.clone(),
-            stock: inventory_store,
-            payments: Arc::new(SqlitePaymentStore::new(payments.clone())),
-            shipments: Arc::new(SqliteShipmentStore::new(delivery.clone())),
-            clients: Arc::new(SqliteClientStore::new(auth.clone())),
-            dead_letters: Arc::new(SqliteDeadLetters::new(bus.clone())),
-            orders_outbox: Arc::new(SqliteOutbox::new("orders", orders.clone())),
-            inventory_outbox: Arc::new(SqliteOutbox::new("inventory", inventory.clone())),
-            payments_outbox: Arc::new(SqliteOutbox::new("payments", payments.clone())),
-            delivery_outbox: Arc::new(SqliteOutbox::new("delivery", delivery.clone())),
-            orders_idempotency: Arc::new(SqliteIdempotency::new(orders.clone())),
-            inventory_idempotency: Arc::new(SqliteIdempotency::new(inventory.clone())),
-            databases: [orders, inventory, payments, delivery, auth, bus]
-                .into_iter()
-                .map(DatabaseHandle::Sqlite)
-                .collect(),
+            databases,
+            clients: Arc::new(SqliteClientStore::new(auth)),
+            dead_letters: Arc::new(SqliteDeadLetters::new(bus)),
+            orders,
+            inventory,
+            payments,
+            delivery,
         })
     }
 
@@ -151,9 +196,14 @@ impl Stores {
         };
         let connect = |schema: &'static str, sets: &'static [MigrationSet], options: PgOptions| {
             let url = url.to_owned();
+            let wanted = schema == "auth" || schema == "bus" || config.runs(schema);
             async move {
+                if !wanted {
+                    return Ok(None);
+                }
                 PgDatabase::connect(&url, schema, sets, &options)
                     .await
+                    .map(Some)
                     .with_context(|| format!("opening the {schema} schema"))
             }
         };
@@ -169,25 +219,75 @@ impl Stores {
             connect("auth", &ordo_auth::PG_MIGRATIONS, small.clone()),
             connect("bus", &[ordo_postgres::BUS_MIGRATIONS], small),
         )?;
-        let inventory_store = Arc::new(PgInventoryStore::new(inventory.clone()));
+        let (Some(auth), Some(bus)) = (auth, bus) else {
+            anyhow::bail!("the auth and bus schemas are always opened");
+        };
+        let databases = [&orders, &inventory, &payments, &delivery]
+            .into_iter()
+            .flatten()
+            .chain([&auth, &bus])
+            .map(|db| DatabaseHandle::Postgres(db.clone()))
+            .collect();
         Ok(Self {
-            orders: Arc::new(PgOrderStore::new(orders.clone())),
-            products: inventory_store.clone(),
-            stock: inventory_store,
-            payments: Arc::new(PgPaymentStore::new(payments.clone())),
-            shipments: Arc::new(PgShipmentStore::new(delivery.clone())),
-            clients: Arc::new(PgClientStore::new(auth.clone())),
-            dead_letters: Arc::new(PgDeadLetters::new(bus.clone())),
-            orders_outbox: Arc::new(PgOutbox::new("orders", orders.clone())),
-            inventory_outbox: Arc::new(PgOutbox::new("inventory", inventory.clone())),
-            payments_outbox: Arc::new(PgOutbox::new("payments", payments.clone())),
-            delivery_outbox: Arc::new(PgOutbox::new("delivery", delivery.clone())),
-            orders_idempotency: Arc::new(PgIdempotency::new(orders.clone())),
-            inventory_idempotency: Arc::new(PgIdempotency::new(inventory.clone())),
-            databases: [orders, inventory, payments, delivery, auth, bus]
-                .into_iter()
-                .map(DatabaseHandle::Postgres)
-                .collect(),
+            databases,
+            clients: Arc::new(PgClientStore::new(auth)),
+            dead_letters: Arc::new(PgDeadLetters::new(bus)),
+            orders: orders.map(|db| OrdersStores {
+                orders: Arc::new(PgOrderStore::new(db.clone())),
+                outbox: Arc::new(PgOutbox::new("orders", db.clone())),
+                idempotency: Arc::new(PgIdempotency::new(db)),
+            }),
+            inventory: inventory.map(|db| {
+                let store = Arc::new(PgInventoryStore::new(db.clone()));
+                InventoryStores {
+                    products: store.clone(),
+                    stock: store,
+                    outbox: Arc::new(PgOutbox::new("inventory", db.clone())),
+                    idempotency: Arc::new(PgIdempotency::new(db)),
+                }
+            }),
+            payments: payments.map(|db| PaymentsStores {
+                payments: Arc::new(PgPaymentStore::new(db.clone())),
+                outbox: Arc::new(PgOutbox::new("payments", db)),
+            }),
+            delivery: delivery.map(|db| DeliveryStores {
+                shipments: Arc::new(PgShipmentStore::new(db.clone())),
+                outbox: Arc::new(PgOutbox::new("delivery", db)),
+            }),
+        })
+    }
+
+    /// The outboxes of the services this process runs.
+    pub fn outboxes(&self) -> Vec<Arc<dyn OutboxStore>> {
+        [
+            self.orders.as_ref().map(|s| s.outbox.clone()),
+            self.inventory.as_ref().map(|s| s.outbox.clone()),
+            self.delivery.as_ref().map(|s| s.outbox.clone()),
+            self.payments.as_ref().map(|s| s.outbox.clone()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
+    /// The invariant checker over these stores; it needs the orders and
+    /// inventory stores (open every service to check everything).
+    pub fn checker(&self) -> anyhow::Result<ordo_invariants::Checker> {
+        let (Some(orders), Some(inventory)) = (&self.orders, &self.inventory) else {
+            anyhow::bail!("the invariant checker needs the orders and inventory stores");
+        };
+        Ok(ordo_invariants::Checker {
+            orders: orders.orders.clone(),
+            orders_outbox: orders.outbox.clone(),
+            stock: inventory.stock.clone(),
+            payments: self.payments.as_ref().map(|p| {
+                Arc::new(ordo_invariants::PaymentsLedger(p.payments.clone()))
+                    as Arc<dyn ordo_invariants::PaymentsView>
+            }),
+            shipments: self.delivery.as_ref().map(|d| {
+                Arc::new(ordo_invariants::DeliveryView(d.shipments.clone()))
+                    as Arc<dyn ordo_invariants::ShipmentsView>
+            }),
         })
     }
 

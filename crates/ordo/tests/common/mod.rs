@@ -2,6 +2,7 @@
 //! directory, and helpers that read as the API's vocabulary.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod cluster;
 pub mod process;
 
 use std::future::Future;
@@ -47,6 +48,8 @@ pub struct TestApp {
     pub data_dir: TempDir,
     pub credentials: DemoCredentials,
     pub checker: ordo_invariants::Checker,
+    /// The stores of every service, as the application opened them.
+    pub stores: ordo_app::stores::Stores,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     /// Dropped (and the database with it) after the application.
@@ -100,7 +103,8 @@ impl TestApp {
         configure(&mut config);
         let app = customize(App::builder(config)).build().await.unwrap();
         let base = format!("http://{}", app.local_addr().unwrap());
-        let checker = app.checker();
+        let checker = app.checker().unwrap();
+        let stores = app.stores().clone();
         let credentials = app
             .demo_credentials()
             .cloned()
@@ -115,6 +119,7 @@ impl TestApp {
             data_dir,
             credentials,
             checker,
+            stores,
             shutdown: Some(tx),
             task: Some(task),
             database,
@@ -344,8 +349,9 @@ impl TestApp {
         self.wait_for_quiet_bus().await;
     }
 
-    /// Waits until no outbox holds an unpublished event: every event
-    /// committed so far has been handled (or parked) by every consumer.
+    /// Waits until no outbox holds an unpublished event and no consumer
+    /// lags: every event committed so far has been handled (or parked) by
+    /// every consumer.
     pub async fn wait_for_quiet_bus(&self) {
         let admin = self.token("admin").await;
         eventually("every outbox is drained", || async {
@@ -355,11 +361,19 @@ impl TestApp {
                 .json()
                 .await
                 .unwrap();
-            body["outboxes"]
+            let drained = body["outboxes"]
                 .as_array()
                 .unwrap()
                 .iter()
-                .all(|o| o["backlog"] == 0)
+                .all(|o| o["backlog"] == 0);
+            // With a broker, published is not yet handled: its consumers
+            // must have acknowledged everything too.
+            let caught_up = body["consumers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|c| c["lag"].is_null() || c["lag"] == 0);
+            drained && caught_up
         })
         .await;
     }
