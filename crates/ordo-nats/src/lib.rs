@@ -15,8 +15,10 @@
 //!   the duplicate window: the consumers' inboxes, kept for days, are what
 //!   make effects happen once.
 //!
-//! Live views (SSE) follow a service's events with a plain subscription
-//! to its subjects: every replica sees every event, at most once.
+//! Live views (SSE) need to hear of changes made by other replicas: each
+//! replica announces its changes on a plain subject outside the stream
+//! (`<prefix>_changes.<service>`) and every replica subscribes to it. At
+//! most once: a view re-reads its store on its own too.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,6 +74,8 @@ impl JetStreamSettings {
 #[derive(Clone)]
 pub struct JetStreamBus {
     client: async_nats::Client,
+    /// Tells this connection's change notices from other replicas'.
+    origin: Arc<str>,
     context: jetstream::Context,
     settings: Arc<JetStreamSettings>,
 }
@@ -106,6 +110,7 @@ impl JetStreamBus {
             .context("connecting to NATS")?;
         let context = jetstream::new(client.clone());
         let bus = Self {
+            origin: ulid::Ulid::new().to_string().into(),
             client,
             context,
             settings: Arc::new(settings),
@@ -178,24 +183,51 @@ impl JetStreamBus {
         })
     }
 
-    /// Events of `service` as they are published by any process, for live
-    /// views. At most once: a view must not depend on seeing each one.
-    pub async fn follow(
+    /// The core subject (outside the stream) on which `service`'s
+    /// replicas tell each other what changed.
+    fn changes_subject(&self, service: &str) -> String {
+        format!("{}_changes.{service}", self.settings.subject_prefix)
+    }
+
+    /// Tells the other replicas of `service` that `key` (an order id)
+    /// changed here, for their live views. At most once, not stored.
+    pub async fn announce_change(&self, service: &str, key: &str) -> anyhow::Result<()> {
+        let notice = serde_json::to_vec(&ChangeNotice {
+            origin: self.origin.to_string(),
+            key: key.to_owned(),
+        })?;
+        self.client
+            .publish(self.changes_subject(service), notice.into())
+            .await
+            .context("announcing a change")?;
+        Ok(())
+    }
+
+    /// What the other replicas of `service` announce, as they announce it
+    /// (this connection's own notices left out). At most once: a live view
+    /// must not depend on seeing each one.
+    pub async fn follow_changes(
         &self,
         service: &str,
-    ) -> anyhow::Result<impl futures::Stream<Item = Envelope> + Send + 'static> {
-        let subject = format!("{}.{service}.>", self.settings.subject_prefix);
+    ) -> anyhow::Result<impl futures::Stream<Item = String> + Send + 'static> {
+        let subject = self.changes_subject(service);
         let subscriber = self
             .client
             .subscribe(subject.clone())
             .await
             .with_context(|| format!("subscribing to {subject}"))?;
-        Ok(subscriber.filter_map(|message| async move {
-            match serde_json::from_slice::<Envelope>(&message.payload) {
-                Ok(envelope) => Some(envelope),
-                Err(err) => {
-                    warn!(subject = %message.subject, error = %err, "not an event envelope");
-                    None
+        let origin = self.origin.clone();
+        Ok(subscriber.filter_map(move |message| {
+            let notice = serde_json::from_slice::<ChangeNotice>(&message.payload);
+            let origin = origin.clone();
+            async move {
+                match notice {
+                    Ok(notice) if *notice.origin == *origin => None,
+                    Ok(notice) => Some(notice.key),
+                    Err(err) => {
+                        warn!(subject = %message.subject, error = %err, "not a change notice");
+                        None
+                    }
                 }
             }
         }))
@@ -303,6 +335,12 @@ pub fn durable_name(consumer: &str) -> String {
         .collect()
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ChangeNotice {
+    origin: String,
+    key: String,
+}
+
 struct JetStreamPublisher {
     bus: JetStreamBus,
     service: String,
@@ -350,7 +388,9 @@ impl Pull {
             // The bus decides when an event has had enough attempts (and
             // parks it); the server never drops one on its own.
             max_deliver: -1,
-            max_ack_pending: (self.consumer.concurrency * 4).max(64) as i64,
+            // Shared by every replica: room for many replicas' attempts
+            // and prefetched batches.
+            max_ack_pending: (self.consumer.concurrency * 16).max(1024) as i64,
             deliver_policy: consumer::DeliverPolicy::All,
             ..Default::default()
         }

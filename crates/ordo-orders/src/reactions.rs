@@ -152,7 +152,7 @@ impl Handler for TimelineWriter {
             .await?
         {
             TimelineAppend::Appended => {
-                self.service.order_changed(order);
+                self.service.changed(order);
                 Ok(())
             }
             TimelineAppend::Duplicate => Ok(()),

@@ -85,6 +85,9 @@ pub struct OrdersService {
     /// entry appended to its timeline, or word from another process.
     /// Listeners re-read the order; a lost or repeated id costs a read.
     changes: broadcast::Sender<OrderId>,
+    /// The orders that changed in this process only, for the application
+    /// to tell the other replicas (distributed mode).
+    changed_here: broadcast::Sender<OrderId>,
     /// Becomes true when the server shuts down: open event streams end.
     stopping: watch::Sender<bool>,
 }
@@ -95,11 +98,13 @@ const TRANSITION_ATTEMPTS: usize = 5;
 impl OrdersService {
     pub fn new(store: Arc<dyn OrderStore>, clock: Arc<dyn Clock>, ids: Arc<dyn IdGen>) -> Self {
         let (changes, _) = broadcast::channel(4096);
+        let (changed_here, _) = broadcast::channel(4096);
         Self {
             store,
             clock,
             ids,
             changes,
+            changed_here,
             stopping: watch::Sender::new(false),
         }
     }
@@ -111,22 +116,35 @@ impl OrdersService {
         self.changes.subscribe()
     }
 
-    /// Tells this process's listeners that order `id` changed. The service
-    /// calls it for its own changes; in distributed mode the application
-    /// calls it for each order event another replica published.
+    /// Tells this process's listeners that order `id` changed in another
+    /// process (distributed mode: the application hears it from the other
+    /// replicas).
     pub fn order_changed(&self, id: OrderId) {
         // Nobody listening is fine.
         let _ = self.changes.send(id);
     }
 
-    fn announce(&self, order: &Order) {
-        self.order_changed(order.id);
+    /// The orders that change in this process from now on (not those
+    /// heard of through [`Self::order_changed`]), for the other replicas.
+    pub fn subscribe_changed_here(&self) -> broadcast::Receiver<OrderId> {
+        self.changed_here.subscribe()
     }
 
-    /// Ends every open event stream of [`crate::follow`]: the server calls
-    /// it when it begins to shut down, since a graceful shutdown waits for
-    /// every response to finish and a stream of an order still in flight
-    /// would not.
+    /// Order `id` changed here: a status committed, a timeline entry
+    /// appended.
+    pub(crate) fn changed(&self, id: OrderId) {
+        let _ = self.changes.send(id);
+        let _ = self.changed_here.send(id);
+    }
+
+    fn announce(&self, order: &Order) {
+        self.changed(order.id);
+    }
+
+    /// Ends every open event stream of [`crate::follow`], now and from now
+    /// on. Call it when the server begins to shut down: a graceful
+    /// shutdown waits for every response to finish, and the stream of an
+    /// order still in flight would not.
     pub fn stop_following(&self) {
         self.stopping.send_replace(true);
     }

@@ -32,7 +32,7 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
@@ -469,7 +469,7 @@ impl App {
         let consumers = match &broker {
             Some(broker) => {
                 if let Some(orders) = &orders {
-                    tasks.push(tokio::spawn(follow_orders(
+                    tasks.push(tokio::spawn(share_order_changes(
                         broker.clone(),
                         orders.clone(),
                         stop.clone(),
@@ -492,6 +492,14 @@ impl App {
         }
 
         info!(listen = %listener.local_addr()?, services = ?config.services, "ordo is serving");
+        // Open event streams end when shutdown begins: a graceful shutdown
+        // waits for every response, and a stream would not finish.
+        let shutdown = async move {
+            shutdown.await;
+            if let Some(orders) = &orders {
+                orders.stop_following();
+            }
+        };
         let served = axum::serve(listener, router.into_make_service())
             .with_graceful_shutdown(shutdown)
             .await;
@@ -519,27 +527,46 @@ impl App {
     }
 }
 
-/// Tells the orders service of every order event any replica publishes.
-async fn follow_orders(broker: JetStreamBus, orders: Arc<OrdersService>, stop: CancellationToken) {
+/// Keeps the orders replicas told of each other's order changes (a status
+/// committed, a timeline entry appended), for their event streams and
+/// `Prefer: wait`.
+async fn share_order_changes(
+    broker: JetStreamBus,
+    orders: Arc<OrdersService>,
+    stop: CancellationToken,
+) {
     use futures::StreamExt;
-    let events = match broker.follow("orders").await {
-        Ok(events) => events,
+    use tokio::sync::broadcast::error::RecvError;
+    let heard = match broker.follow_changes("orders").await {
+        Ok(heard) => heard,
         Err(err) => {
-            warn!(error = %format!("{err:#}"), "cannot follow order events; live views fall back to polling");
+            warn!(error = %format!("{err:#}"),
+                "cannot hear other replicas' order changes; event streams see them within 5 s");
             return;
         }
     };
-    let mut events = std::pin::pin!(events);
+    let mut heard = std::pin::pin!(heard);
+    let mut here = orders.subscribe_changed_here();
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
-            event = events.next() => match event {
-                Some(event) => {
-                    if let Ok(id) = ordo_kernel::OrderId::parse(&event.subject) {
+            key = heard.next() => match key {
+                Some(key) => {
+                    if let Ok(id) = ordo_kernel::OrderId::parse(&key) {
                         orders.order_changed(id);
                     }
                 }
                 None => return,
+            },
+            id = here.recv() => match id {
+                Ok(id) => {
+                    if let Err(err) = broker.announce_change("orders", &id.to_string()).await {
+                        debug!(error = %format!("{err:#}"), "an order change not announced");
+                    }
+                }
+                // Others re-read on their own within seconds.
+                Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return,
             },
         }
     }
