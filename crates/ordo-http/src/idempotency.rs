@@ -37,7 +37,9 @@ pub struct IdempotencyKey(pub String);
 pub struct Idempotency {
     store: Arc<dyn IdempotencyStore>,
     clock: Arc<dyn Clock>,
-    /// After this, an in-flight key is presumed abandoned by a dead process.
+    /// After this, an in-flight key is presumed abandoned: by a process
+    /// that died, or by a request cut off by the request timeout (which
+    /// drops it without releasing its key).
     lock_ttl: Duration,
     retention: Duration,
 }
@@ -50,6 +52,14 @@ impl Idempotency {
             lock_ttl: Duration::from_secs(300),
             retention: Duration::from_secs(24 * 3600),
         }
+    }
+
+    /// How long a key may stay in flight: set it a little above the
+    /// request timeout, past which no request is still running, so a
+    /// client retrying after a crash or a timeout is not refused for long.
+    pub fn with_lock_ttl(mut self, lock_ttl: Duration) -> Self {
+        self.lock_ttl = lock_ttl;
+        self
     }
 
     pub fn store(&self) -> &Arc<dyn IdempotencyStore> {

@@ -272,11 +272,15 @@ impl AppBuilder {
         };
 
         let mut idempotency = Vec::new();
+        // No request runs past the request timeout: a key still in flight
+        // after it was left by a process that died or a request cut off.
+        let lock_ttl = config.request_timeout + Duration::from_secs(5);
         let mut authenticated = OpenApiRouter::new()
             .merge(ordo_auth::admin_router(auth_state.clone()))
             .merge(ops::admin_router(ops_state.clone()));
         if let (Some(service), Some(s)) = (&orders, &stores.orders) {
-            let layer = Idempotency::new(s.idempotency.clone(), clock.clone());
+            let layer =
+                Idempotency::new(s.idempotency.clone(), clock.clone()).with_lock_ttl(lock_ttl);
             let state = OrdersState {
                 service: service.clone(),
             };
@@ -289,7 +293,8 @@ impl AppBuilder {
             idempotency.push(layer);
         }
         if let (Some(service), Some(s)) = (&inventory, &stores.inventory) {
-            let layer = Idempotency::new(s.idempotency.clone(), clock.clone());
+            let layer =
+                Idempotency::new(s.idempotency.clone(), clock.clone()).with_lock_ttl(lock_ttl);
             let state = InventoryState {
                 products: s.products.clone(),
                 service: service.clone(),

@@ -179,7 +179,6 @@ async fn one_replica_of_each_service_killed_mid_run_loses_nothing() {
         orders: 600,
         ..LoadSpec::default()
     };
-    let in_flight = spec.in_flight;
     let mut load = Load::start(&mut cluster, spec).await;
     load.wait_for(300).await;
     for service in SERVICES {
@@ -196,12 +195,21 @@ async fn one_replica_of_each_service_killed_mid_run_loses_nothing() {
         report.retries > 0,
         "requests to the killed replica were retried"
     );
+    // A key left in flight by the killed replica lapses just after the
+    // request timeout: its retry is answered like any other.
     assert!(
-        report.unresolved.len() <= in_flight,
-        "only requests in flight on the killed replica can be left unresolved: {:?}",
+        report.unresolved.is_empty(),
+        "keys left in flight by the killed replica were never answered: {:?}",
         report.unresolved
     );
-    assert_eq!(report.acknowledged.len() + report.unresolved.len(), 600);
+    assert_eq!(report.acknowledged.len(), 600);
+    let summary = cluster.settle_and_check(&report).await;
+    assert_both_paths_ran(&summary);
+    // The killed replicas come back on their data dirs and find nothing
+    // left to do that would break the invariants.
+    for service in SERVICES {
+        cluster.restart(service, 0).await;
+    }
     let summary = cluster.settle_and_check(&report).await;
     assert_both_paths_ran(&summary);
     cluster.stop_all().await;
@@ -222,7 +230,7 @@ async fn nats_stopped_for_ten_seconds_loses_nothing_and_applies_nothing_twice() 
         &mut cluster,
         LoadSpec {
             orders: 600,
-            rate: Some(20.0),
+            rate: Some(12.0),
             ..LoadSpec::default()
         },
     )
@@ -238,8 +246,13 @@ async fn nats_stopped_for_ten_seconds_loses_nothing_and_applies_nothing_twice() 
         "orders are accepted while NATS is down (they wait in the outbox)"
     );
     nats.start_again().await;
+    let at_start = load.acknowledged();
     let report = load.finish().await;
     assert_eq!(report.acknowledged.len(), 600, "every order was accepted");
+    assert!(
+        at_start < 600,
+        "orders kept coming after NATS was back (the load must outlast the outage)"
+    );
     let summary = cluster.settle_and_check(&report).await;
     assert_both_paths_ran(&summary);
     cluster.stop_all().await;
@@ -268,10 +281,13 @@ async fn a_three_node_nats_cluster_with_a_replicated_stream_survives_losing_a_no
     .await;
     load.wait_for(300).await;
     // The stream's leader is the node whose loss matters most.
-    let node = nats.stream_leader(&stream).await.unwrap_or(0);
+    let node = nats
+        .stream_leader(&stream)
+        .await
+        .expect("a node leads the replicated stream");
     nats.kill_9(node);
     eprintln!(
-        "killed NATS node n{} at {} acknowledged orders",
+        "killed NATS node n{}, the stream's leader, at {} acknowledged orders",
         node + 1,
         load.acknowledged()
     );
@@ -352,6 +368,7 @@ async fn sse_on_one_orders_replica_sees_changes_made_through_the_other() {
     let delivered = place("tok_visa", "sse-delivered").await;
     let mut stream = EventStream::open(&http, &a, &customer, &delivered).await;
     let statuses = statuses_until_end(&mut stream, &delivered).await;
+    eprintln!("{delivered} on A: {statuses:?}");
     assert!(
         in_order(&statuses, &["paid", "shipped", "delivered"]),
         "{statuses:?}"
@@ -380,6 +397,7 @@ async fn sse_on_one_orders_replica_sees_changes_made_through_the_other() {
         response.text().await.unwrap_or_default()
     );
     let statuses = statuses_until_end(&mut stream, &cancelled).await;
+    eprintln!("{cancelled} on A: {statuses:?}");
     assert_eq!(
         statuses.last().map(String::as_str),
         Some("cancelled"),

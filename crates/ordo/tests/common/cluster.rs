@@ -456,9 +456,18 @@ async fn nats_client(urls: &str) -> async_nats::Client {
 /// Fails loudly unless JetStream answers at `urls`.
 pub async fn assert_jetstream_answers(urls: &str) {
     let client = nats_client(urls).await;
-    let js = async_nats::jetstream::new(client);
-    if let Err(e) = js.query_account().await {
-        panic!("{NATS_URL_VARIABLE}={urls} answers but JetStream does not: {e}");
+    let answer = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.request("$JS.API.INFO", bytes::Bytes::new()),
+    )
+    .await
+    .map_err(|_| "timed out".to_owned())
+    .and_then(|r| r.map_err(|e| e.to_string()))
+    .and_then(|m| serde_json::from_slice::<Value>(&m.payload).map_err(|e| e.to_string()));
+    match answer {
+        Ok(info) if info.get("error").is_none() => {}
+        Ok(info) => panic!("{NATS_URL_VARIABLE}={urls} answers but JetStream does not: {info}"),
+        Err(e) => panic!("{NATS_URL_VARIABLE}={urls} answers but JetStream does not: {e}"),
     }
 }
 
@@ -553,6 +562,7 @@ impl ClusterSpec {
              nats-duplicate-window = \"2m\"\n\
              nats-ack-wait = \"5s\"\n\
              database-pool-size = 3\n\
+             request-timeout = \"5s\"\n\
              bus-retry-base = \"20ms\"\n\
              bus-retry-max = \"500ms\"\n\
              bus-max-attempts = 30\n\
@@ -1196,7 +1206,7 @@ impl Default for LoadSpec {
             in_flight: 16,
             declined_every: 10,
             rate: None,
-            max_attempts: 40,
+            max_attempts: 120,
         }
     }
 }
@@ -1377,7 +1387,7 @@ impl Driver {
         let key = format!("load-{}-{i}", self.run);
         let body = self.body(i);
         let mut last = String::new();
-        let mut in_flight_answers = 0;
+        let mut in_flight_since: Option<tokio::time::Instant> = None;
         for attempt in 0..self.spec.max_attempts {
             if attempt > 0 {
                 self.retries.fetch_add(1, Ordering::Relaxed);
@@ -1423,9 +1433,10 @@ impl Driver {
             }
             if status == StatusCode::CONFLICT && text.contains("idempotency-key-in-flight") {
                 // The key is held by an attempt that a killed replica never
-                // finished; it is released only after the lock expires.
-                in_flight_answers += 1;
-                if in_flight_answers >= 8 {
+                // finished; its lock lapses just after the request timeout
+                // (5 s here), then the retry is answered.
+                let since = *in_flight_since.get_or_insert_with(tokio::time::Instant::now);
+                if since.elapsed() > Duration::from_secs(30) {
                     return Ok(Outcome::Unresolved(key));
                 }
                 last = format!("{base}: {status} {text}");
