@@ -272,34 +272,12 @@ async fn a_customer_cancels_at_each_status_before_shipping_and_not_after(backend
 async fn a_cancel_that_races_the_courier_is_settled_by_the_pickup(backend: Backend) {
     let app = TestApp::spawn_on(backend).await;
     let customer = app.token("customer").await;
-    let courier = app.token("courier").await;
     let product = app.product_id(5).await;
     let id = place(&app, &customer, &order_body(&product, 1)).await;
     app.wait_for_status(&customer, &id, "paid").await;
-    common::eventually("the shipment exists", || async {
-        app.get(&courier, &format!("/v1/orders/{id}/shipment"))
-            .await
-            .status()
-            == StatusCode::OK
-    })
-    .await;
-    let shipment: Value = app
-        .get(&courier, &format!("/v1/orders/{id}/shipment"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let shipment_id = shipment["id"].as_str().unwrap();
     // The courier has it; the customer's cancel comes a moment later,
     // before or after orders heard of the pickup.
-    let r = app
-        .post_json(
-            &courier,
-            &format!("/v1/shipments/{shipment_id}/events"),
-            &json!({"type": "picked_up"}),
-        )
-        .await;
-    assert_eq!(r.status(), StatusCode::OK);
+    app.pick_up(&id).await;
     let r = app
         .post_json(&customer, &format!("/v1/orders/{id}/cancel"), &json!({}))
         .await;

@@ -372,7 +372,6 @@ async fn a_stream_opened_while_the_order_is_pending_receives_what_happens_later(
     // No courier: the order waits at paid until this test picks it up.
     let app = TestApp::spawn_on(backend).await;
     let customer = app.token("customer").await;
-    let courier = app.token("courier").await;
     let product = app.product_id(2).await;
     let order = app.create_order(&customer, &product, 1).await;
     let id = order["id"].as_str().unwrap();
@@ -385,28 +384,7 @@ async fn a_stream_opened_while_the_order_is_pending_receives_what_happens_later(
     assert!(!types(&first_batch).contains(&"order.shipped"));
 
     app.wait_for_status(&customer, id, "paid").await;
-    common::eventually("the shipment exists", || async {
-        app.get(&courier, &format!("/v1/orders/{id}/shipment"))
-            .await
-            .status()
-            == StatusCode::OK
-    })
-    .await;
-    let shipment: Value = app
-        .get(&courier, &format!("/v1/orders/{id}/shipment"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let shipment_id = shipment["id"].as_str().unwrap();
-    let r = app
-        .post_json(
-            &courier,
-            &format!("/v1/shipments/{shipment_id}/events"),
-            &json!({"type": "picked_up"}),
-        )
-        .await;
-    assert_eq!(r.status(), StatusCode::OK);
+    app.pick_up(id).await;
 
     // Both the entry and the status: either may come first.
     let (mut entry, mut told) = (false, false);

@@ -18,10 +18,11 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+
+use super::{outbox_backlogs, wait_until_every_order_is_final};
 use ordo_app::config::{Config, Secret};
 use ordo_app::stores::Stores;
-use ordo_bus::OutboxStore;
-use ordo_invariants::{Checker, Violation};
+use ordo_invariants::Checker;
 use ordo_kernel::{OrderId, ProductId};
 use ordo_orders::domain::OrderStatus;
 use ordo_postgres::testing::TestDatabase;
@@ -1001,7 +1002,7 @@ impl Cluster {
     /// order exists and that no event was parked.
     pub async fn settle_and_check(&self, report: &LoadReport) -> Summary {
         let checker = self.checker();
-        wait_until_every_order_is_final(&checker, &self.stores).await;
+        wait_until_every_order_is_final(&checker, &self.stores, Duration::from_secs(90)).await;
         self.wait_for_drained_outboxes().await;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -1094,57 +1095,6 @@ fn orders_store(stores: &Stores) -> &Arc<dyn ordo_orders::OrderStore> {
         .as_ref()
         .expect("the test process opens the orders stores")
         .orders
-}
-
-async fn outbox_backlogs(stores: &Stores) -> Vec<(&'static str, u64)> {
-    let outboxes: [(&'static str, Option<&Arc<dyn OutboxStore>>); 4] = [
-        ("orders", stores.orders.as_ref().map(|s| &s.outbox)),
-        ("inventory", stores.inventory.as_ref().map(|s| &s.outbox)),
-        ("payments", stores.payments.as_ref().map(|s| &s.outbox)),
-        ("delivery", stores.delivery.as_ref().map(|s| &s.outbox)),
-    ];
-    let mut backlogs = Vec::new();
-    for (name, outbox) in outboxes {
-        let outbox = outbox.expect("the test process opens every service's stores");
-        backlogs.push((name, outbox.backlog().await.unwrap()));
-    }
-    backlogs
-}
-
-/// Waits until every order is final, for as long as orders keep
-/// settling: fails once 90 seconds pass with no order reaching a final
-/// state, naming the orders left, the dead letters and the outbox backlogs.
-pub async fn wait_until_every_order_is_final(checker: &Checker, stores: &Stores) {
-    let stall = Duration::from_secs(90);
-    let mut fewest = usize::MAX;
-    let mut last_progress = Instant::now();
-    loop {
-        let open: Vec<Violation> = checker
-            .check(&Default::default())
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|v| v.invariant == 2)
-            .collect();
-        if open.is_empty() {
-            return;
-        }
-        if open.len() < fewest {
-            fewest = open.len();
-            last_progress = Instant::now();
-        }
-        if last_progress.elapsed() >= stall {
-            let parked = stores.dead_letters.list(10).await.unwrap();
-            panic!(
-                "{} orders stopped settling for {stall:?}: {:#?}\n\
-                 outbox backlogs: {:?}\ndead letters: {parked:#?}",
-                open.len(),
-                &open[..open.len().min(10)],
-                outbox_backlogs(stores).await,
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 /// How the acknowledged orders ended.

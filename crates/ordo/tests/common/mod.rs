@@ -176,36 +176,30 @@ impl TestApp {
     }
 
     /// Waits until every order is final, for as long as orders keep
-    /// settling: fails once 60 seconds pass with no order reaching a final
-    /// state (a stall, not a slow machine), naming the orders left.
+    /// settling (see [`wait_until_every_order_is_final`]).
     pub async fn wait_until_every_order_is_final(&self) {
-        let stall = Duration::from_secs(60);
-        let mut fewest = usize::MAX;
-        let mut last_progress = tokio::time::Instant::now();
-        loop {
-            let open: Vec<_> = self
-                .checker
-                .check(&Default::default())
-                .await
-                .unwrap()
-                .into_iter()
-                .filter(|v| v.invariant == 2)
-                .collect();
-            if open.is_empty() {
-                return;
-            }
-            if open.len() < fewest {
-                fewest = open.len();
-                last_progress = tokio::time::Instant::now();
-            }
-            assert!(
-                last_progress.elapsed() < stall,
-                "{} orders stopped settling for {stall:?}: {:#?}",
-                open.len(),
-                &open[..open.len().min(10)]
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+        wait_until_every_order_is_final(&self.checker, &self.stores, Duration::from_secs(60)).await;
+    }
+
+    /// The courier picks up order `order_id`'s shipment, once delivery
+    /// has made it.
+    pub async fn pick_up(&self, order_id: &str) {
+        let courier = self.token("courier").await;
+        let path = format!("/v1/orders/{order_id}/shipment");
+        eventually("the shipment exists", || async {
+            self.get(&courier, &path).await.status() == StatusCode::OK
+        })
+        .await;
+        let shipment: Value = self.get(&courier, &path).await.json().await.unwrap();
+        let shipment_id = shipment["id"].as_str().unwrap();
+        let r = self
+            .post_json(
+                &courier,
+                &format!("/v1/shipments/{shipment_id}/events"),
+                &json!({"type": "picked_up"}),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::OK);
     }
 
     /// A product of a new seller with `stock` units; (seller token, id).
@@ -405,6 +399,55 @@ fn ulid_like() -> String {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// Each service's count of committed, unpublished events.
+pub async fn outbox_backlogs(stores: &ordo_app::stores::Stores) -> Vec<(String, u64)> {
+    let mut backlogs = Vec::new();
+    for outbox in stores.outboxes() {
+        backlogs.push((outbox.service().to_owned(), outbox.backlog().await.unwrap()));
+    }
+    backlogs
+}
+
+/// Waits until every order is final, for as long as orders keep
+/// settling: fails once `stall` passes with no order reaching a final
+/// state (a stall, not a slow machine), naming the orders left, the
+/// outbox backlogs and the dead letters.
+pub async fn wait_until_every_order_is_final(
+    checker: &ordo_invariants::Checker,
+    stores: &ordo_app::stores::Stores,
+    stall: Duration,
+) {
+    let mut fewest = usize::MAX;
+    let mut last_progress = tokio::time::Instant::now();
+    loop {
+        let open: Vec<_> = checker
+            .check(&Default::default())
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|v| v.invariant == 2)
+            .collect();
+        if open.is_empty() {
+            return;
+        }
+        if open.len() < fewest {
+            fewest = open.len();
+            last_progress = tokio::time::Instant::now();
+        }
+        if last_progress.elapsed() >= stall {
+            let parked = stores.dead_letters.list(10).await.unwrap();
+            panic!(
+                "{} orders stopped settling for {stall:?}: {:#?}\n\
+                 outbox backlogs: {:?}\ndead letters: {parked:#?}",
+                open.len(),
+                &open[..open.len().min(10)],
+                outbox_backlogs(stores).await,
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 pub fn order_body(product_id: &str, quantity: i64) -> Value {
