@@ -93,7 +93,10 @@ impl JetStreamBus {
             .split(',')
             .map(|u| u.trim().parse())
             .collect::<Result<_, _>>()
-            .with_context(|| format!("nats-url {:?} is not a NATS URL", settings.url))?;
+            // The URL may hold a password: not repeated here.
+            .context(
+                "nats-url must be a NATS URL or a comma-separated list of them (nats://host:4222)",
+            )?;
         let client = async_nats::ConnectOptions::new()
             .name(&settings.client_name)
             .retry_on_initial_connect()

@@ -433,6 +433,53 @@ mod tests {
     }
 
     #[test]
+    fn a_subset_of_the_services_needs_the_distributed_mode() {
+        let over = |services: &[&str], db: Option<&str>, nats: Option<&str>| Overrides {
+            services: Some(services.iter().map(|s| (*s).to_owned()).collect()),
+            database_url: db.map(str::to_owned),
+            nats_url: nats.map(str::to_owned),
+            ..Overrides::default()
+        };
+        let pg = Some("postgres://ordo@db/ordo");
+        let nats = Some("nats://127.0.0.1:4222");
+        let err = Config::resolve(FileConfig::default(), over(&["orders"], pg, None)).unwrap_err();
+        assert!(err.to_string().contains("distributed mode"), "{err}");
+        let err =
+            Config::resolve(FileConfig::default(), over(&["orders"], None, nats)).unwrap_err();
+        assert!(
+            err.to_string().contains("nats-url needs database-url"),
+            "{err}"
+        );
+        let err = Config::resolve(FileConfig::default(), over(&["order"], pg, nats)).unwrap_err();
+        assert!(err.to_string().contains("unknown service"), "{err}");
+        let c = Config::resolve(
+            FileConfig::default(),
+            over(&["payments", "orders", "orders"], pg, nats),
+        )
+        .unwrap();
+        assert_eq!(c.services, ["orders", "payments"]);
+        assert!(c.runs("orders") && !c.runs("inventory") && !c.runs_every_service());
+        // Every service in one process runs on the in-process bus too.
+        let all = Config::resolve(FileConfig::default(), Overrides::default()).unwrap();
+        assert!(all.runs_every_service() && all.nats_url.is_none());
+    }
+
+    #[test]
+    fn the_stream_settings_come_from_the_file() {
+        let file: FileConfig = toml::from_str(
+            "nats-stream = \"SHOP\"\nnats-subject-prefix = \"shop\"\nnats-replicas = 3\n\
+             nats-duplicate-window = \"5m\"\nnats-ack-wait = \"10s\"\n",
+        )
+        .unwrap();
+        let c = Config::resolve(file, Overrides::default()).unwrap();
+        assert_eq!(c.nats_stream, "SHOP");
+        assert_eq!(c.nats_subject_prefix, "shop");
+        assert_eq!(c.nats_replicas, 3);
+        assert_eq!(c.nats_duplicate_window, Duration::from_secs(300));
+        assert_eq!(c.nats_ack_wait, Duration::from_secs(10));
+    }
+
+    #[test]
     fn secrets_are_redacted_when_shown() {
         let s = Secret::new("postgres://ordo:hunter2@db:5432/ordo");
         assert_eq!(s.redacted_url(), "postgres://ordo:[redacted]@db:5432/ordo");
