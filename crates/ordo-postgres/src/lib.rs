@@ -33,11 +33,18 @@ pub use tokio_postgres::types::ToSql;
 /// Migrations of the tables every service schema carries.
 pub const PLATFORM_MIGRATIONS: MigrationSet = MigrationSet {
     name: "platform",
-    migrations: &[Migration {
-        version: 1,
-        name: "outbox, inbox and idempotency keys",
-        sql: include_str!("../migrations/platform/0001_outbox_inbox_idempotency.sql"),
-    }],
+    migrations: &[
+        Migration {
+            version: 1,
+            name: "outbox, inbox and idempotency keys",
+            sql: include_str!("../migrations/platform/0001_outbox_inbox_idempotency.sql"),
+        },
+        Migration {
+            version: 2,
+            name: "outbox vacuumed by a fixed count of updates",
+            sql: include_str!("../migrations/platform/0002_outbox_vacuum.sql"),
+        },
+    ],
 };
 
 /// Migrations of the bus schema (dead letters).

@@ -140,9 +140,10 @@ async fn processes_starting_together_migrate_a_schema_once() {
         start.unwrap().unwrap();
     }
     let db = service_db(&server).await;
+    // Each migration recorded once, however many processes raced.
     assert_eq!(
         count(&db, "SELECT count(*) FROM schema_migrations").await,
-        1
+        PLATFORM_MIGRATIONS.migrations.len() as i64
     );
 }
 
