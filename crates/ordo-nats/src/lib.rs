@@ -386,6 +386,8 @@ impl Pull {
             durable_name: Some(durable.clone()),
             name: Some(durable),
             description: Some(format!("ordo consumer {}", self.consumer.name)),
+            // No filter subject: NATS 2.9 takes one per consumer and a
+            // reaction takes several event types; `Pull::takes` sorts them.
             ack_policy: consumer::AckPolicy::Explicit,
             ack_wait: self.jet.settings.ack_wait,
             // The bus decides when an event has had enough attempts (and
@@ -397,6 +399,18 @@ impl Pull {
             deliver_policy: consumer::DeliverPolicy::All,
             ..Default::default()
         }
+    }
+
+    /// Whether the reaction takes the event published on `subject`
+    /// (`<prefix>.<service>.<event type>`).
+    fn takes(&self, subject: &str) -> bool {
+        subject
+            .strip_prefix(self.jet.settings.subject_prefix.as_str())
+            .and_then(|rest| rest.strip_prefix('.'))
+            .and_then(|rest| rest.split_once('.'))
+            .is_some_and(|(_, event_type)| {
+                self.consumer.event_types.iter().any(|t| t == event_type)
+            })
     }
 
     async fn run(self, stop: CancellationToken) {
@@ -456,6 +470,13 @@ impl Pull {
                 Some(Err(err)) => return Err(err.into()),
                 None => anyhow::bail!("the message stream ended"),
             };
+            // The consumer reads the whole stream (see `Pull::config`): an
+            // event its reaction does not take is acknowledged here, told
+            // by its subject, without decoding it or starting a task.
+            if !self.takes(&message.subject) {
+                ack(&message, AckKind::Ack).await;
+                continue;
+            }
             let delivery = Delivery {
                 bus: self.bus.clone(),
                 consumer: self.consumer.name.clone(),
