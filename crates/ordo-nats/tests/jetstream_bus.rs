@@ -524,6 +524,30 @@ async fn an_event_published_again_after_the_duplicate_window_is_delivered_again(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_with_other_settings_updates_the_stream_it_finds() {
+    let Some(url) = nats_url() else { return };
+    let stream = TestStream::new(&url, Duration::from_secs(120)).await;
+    let publisher = stream.admin.publisher("test");
+    let event = pinged("s-update");
+    publisher.publish(&event).await.unwrap();
+    // A process started with a one-second window updates the stream.
+    let updated = JetStreamBus::connect(JetStreamSettings {
+        duplicate_window: Duration::from_secs(1),
+        ..stream.settings.clone()
+    })
+    .await
+    .unwrap();
+    assert_eq!(stream.messages().await, 1, "the stream kept its events");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    updated.publisher("test").publish(&event).await.unwrap();
+    assert_eq!(
+        stream.messages().await,
+        2,
+        "past the new window a repeated publish is stored again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settings_that_are_not_nats_names_are_refused_before_connecting() {
     let bad = JetStreamSettings {
         stream: "has.dots".to_owned(),

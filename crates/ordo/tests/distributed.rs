@@ -139,6 +139,87 @@ async fn a_nats_server_restarts_on_its_port_and_store_and_a_three_node_cluster_s
     cluster.wait_for_meta_leader().await;
 }
 
+/// Each process serves its own services' routes and, whatever they are,
+/// tokens, health (the bus connected) and metrics (its consumers' lag).
+async fn assert_each_process_serves_its_routes(cluster: &mut Cluster) {
+    let customer = cluster.token("customer").await;
+    let admin = cluster.token("admin").await;
+    let http = cluster.http.clone();
+    let c = &cluster.credentials["customer"];
+    let owned = |service: &str, path: &str| match path {
+        "/v1/orders" => service == "orders",
+        "/v1/products" => service == "inventory",
+        _ => true,
+    };
+    for service in SERVICES {
+        let base = cluster.base(service, 0);
+        let token = http
+            .post(format!("{base}/oauth/token"))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", c["client_id"].as_str().unwrap()),
+                ("client_secret", c["client_secret"].as_str().unwrap()),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(token.status(), StatusCode::OK, "{service} issues tokens");
+        let ready: Value = http
+            .get(format!("{base}/health/ready"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(ready["status"], "ready", "{service}: {ready}");
+        assert_eq!(ready["checks"]["bus"], "ok", "{service}: {ready}");
+        let metrics = http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics.contains("ordo_bus_consumer_lag{consumer=\""),
+            "{service} reports its consumers' lag"
+        );
+        let bus: Value = http
+            .get(format!("{base}/v1/admin/outbox"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let outboxes: Vec<&str> = bus["outboxes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["service"].as_str().unwrap())
+            .collect();
+        assert_eq!(outboxes, [service], "{service} relays its own outbox only");
+        for path in ["/v1/orders", "/v1/products"] {
+            let status = http
+                .get(format!("{base}{path}"))
+                .bearer_auth(&customer)
+                .send()
+                .await
+                .unwrap()
+                .status();
+            let expected = if owned(service, path) {
+                StatusCode::OK
+            } else {
+                StatusCode::NOT_FOUND
+            };
+            assert_eq!(status, expected, "GET {path} on a {service} process");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_of_each_service_take_1000_orders_and_the_invariants_hold() {
     let _exclusive = exclusive().await;
@@ -152,6 +233,7 @@ async fn two_replicas_of_each_service_take_1000_orders_and_the_invariants_hold()
     ))
     .await;
     eprintln!("cluster serving in {:?}", started.elapsed());
+    assert_each_process_serves_its_routes(&mut cluster).await;
 
     let load = Load::start(&mut cluster, LoadSpec::default()).await;
     let report = load.finish().await;
@@ -238,7 +320,31 @@ async fn nats_stopped_for_ten_seconds_loses_nothing_and_applies_nothing_twice() 
     load.wait_for(300).await;
     nats.stop().await;
     let at_stop = load.acknowledged();
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    let outage = Instant::now();
+    // Every process says it is not ready while its bus is away.
+    for service in SERVICES {
+        let base = cluster.base(service, 0);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let response = cluster
+                .http
+                .get(format!("{base}/health/ready"))
+                .send()
+                .await
+                .unwrap();
+            if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+                let ready: Value = response.json().await.unwrap();
+                assert_eq!(ready["checks"]["bus"], "not connected to NATS", "{ready}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{service} still ready 5 s after NATS stopped"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(10).saturating_sub(outage.elapsed())).await;
     let during = load.acknowledged() - at_stop;
     eprintln!("{during} orders acknowledged while NATS was down");
     assert!(
