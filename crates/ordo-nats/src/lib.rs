@@ -164,10 +164,6 @@ impl JetStreamBus {
         }
     }
 
-    pub fn settings(&self) -> &JetStreamSettings {
-        &self.settings
-    }
-
     /// Whether the client is connected to a server now.
     pub fn is_connected(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected
