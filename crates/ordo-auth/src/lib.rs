@@ -5,12 +5,20 @@
 //! exchanges its credentials for a short-lived JWT at `POST /oauth/token`
 //! (OAuth2 client credentials grant).
 
+mod audit;
 mod routes;
 mod service;
+mod sessions;
 mod store;
 
+pub use audit::{
+    AUDIT_ID_PREFIX, AuditEntry, AuditLog, AuditPage, AuditStore, NewAuditEntry, PgAuditStore,
+    SqliteAuditStore,
+};
 pub use routes::{AuthState, admin_router, token_router};
 pub use service::{AuthService, CreatedClient, StoreDirectory, TokenError};
+pub use sessions::{DEFAULT_SESSION_TTL, NewSession, Session, Sessions};
 pub use store::{
-    ApiClient, ClientStore, MIGRATIONS, PG_MIGRATIONS, PgClientStore, SqliteClientStore,
+    ApiClient, ClientStore, MIGRATIONS, PG_MIGRATIONS, PgClientStore, SessionStore,
+    SqliteClientStore, StoredSession,
 };

@@ -41,9 +41,13 @@ pub struct AuthService {
     /// Hashed once, verified for unknown clients so that a missing client
     /// costs as much time as a wrong secret.
     decoy_hash: String,
+    /// The key of signed links (order tracking), derived from the oldest
+    /// signing key: every process agrees on it, and rotating the token key
+    /// does not break links already sent.
+    link_key: [u8; 32],
 }
 
-fn random_bytes(n: usize) -> Vec<u8> {
+pub(crate) fn random_bytes(n: usize) -> Vec<u8> {
     let mut bytes = vec![0_u8; n];
     rand::rng().fill_bytes(&mut bytes);
     bytes
@@ -95,6 +99,16 @@ impl AuthService {
             keys = store.signing_keys().await?;
         }
         let jwt = Arc::new(Jwt::new(issuer, audience, token_ttl, &keys)?);
+        let link_key = keys
+            .first()
+            .map(|k| {
+                use sha2::Digest;
+                let mut hasher = sha2::Sha256::new();
+                hasher.update(b"ordo signed links\0");
+                hasher.update(&k.secret);
+                hasher.finalize().into()
+            })
+            .ok_or_else(|| anyhow::anyhow!("no signing key"))?;
         let decoy_hash = tokio::task::spawn_blocking(|| hash_secret("decoy")).await??;
         Ok(Self {
             store,
@@ -102,7 +116,13 @@ impl AuthService {
             clock,
             ids,
             decoy_hash,
+            link_key,
         })
+    }
+
+    /// The secret that signs links handed out without a sign-in.
+    pub fn link_key(&self) -> &[u8; 32] {
+        &self.link_key
     }
 
     pub fn jwt(&self) -> Arc<Jwt> {
@@ -134,6 +154,23 @@ impl AuthService {
 
     /// The client credentials grant: a token for a valid, active client.
     pub async fn token(&self, client_id: &str, secret: &str) -> Result<(String, Role), TokenError> {
+        let client = self.verify_client(client_id, secret).await?;
+        let token = self.jwt.issue(
+            client.id,
+            client.role,
+            self.clock.now(),
+            self.ids.ulid().to_string(),
+        )?;
+        Ok((token, client.role))
+    }
+
+    /// The active client these credentials name. Unknown, wrong and
+    /// revoked are one answer, and cost the same time.
+    pub async fn verify_client(
+        &self,
+        client_id: &str,
+        secret: &str,
+    ) -> Result<ApiClient, TokenError> {
         let client = match ClientId::parse(client_id) {
             Ok(id) => match self.store.get(id).await {
                 Ok(client) => Some(client),
@@ -150,16 +187,13 @@ impl AuthService {
         let matches = tokio::task::spawn_blocking(move || verify_secret(&secret, &hash))
             .await
             .map_err(|e| anyhow::anyhow!("verifying task: {e}"))?;
-        let client = client
+        client
             .filter(|c| matches && c.revoked_at.is_none())
-            .ok_or(TokenError::InvalidClient)?;
-        let token = self.jwt.issue(
-            client.id,
-            client.role,
-            self.clock.now(),
-            self.ids.ulid().to_string(),
-        )?;
-        Ok((token, client.role))
+            .ok_or(TokenError::InvalidClient)
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
     }
 }
 

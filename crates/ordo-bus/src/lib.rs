@@ -26,7 +26,7 @@ mod retry;
 pub use dead_letter::{DeadLetter, DeadLetterStatus, DeadLetterStore, NewDeadLetter};
 pub use envelope::{Envelope, EventContext, EventPayload};
 pub use inbox::{Applied, InboxKey};
-pub use local::{BusStats, Consumer, Faults, Handler, HandlerError, LocalBus};
+pub use local::{BusStats, Consumer, Faults, Handler, HandlerError, LocalBus, service_of};
 pub use outbox::{OutboxRow, OutboxStore};
 pub use relay::{Relay, RelayHandle};
 pub use retry::RetryPolicy;

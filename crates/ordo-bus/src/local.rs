@@ -1,6 +1,6 @@
 //! The in-process bus of the embedded mode.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::join_all;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
@@ -84,8 +84,19 @@ pub struct Faults {
     pub duplicate_rate: f64,
 }
 
+/// The service a consumer belongs to: its name up to the first dot
+/// (`payments.orders` → `payments`).
+pub fn service_of(consumer: &str) -> &str {
+    consumer
+        .split_once('.')
+        .map_or(consumer, |(service, _)| service)
+}
+
 struct Inner {
-    faults: Faults,
+    /// The duplicate rate's bits: adjustable while deliveries run.
+    duplicate_rate: AtomicU64,
+    /// Services whose consumers hold their deliveries.
+    paused: watch::Sender<BTreeSet<String>>,
     slots: Vec<Slot>,
     by_type: HashMap<String, Vec<usize>>,
     dead_letters: Arc<dyn DeadLetterStore>,
@@ -134,7 +145,8 @@ impl LocalBus {
             .collect();
         Self {
             inner: Arc::new(Inner {
-                faults: Faults::default(),
+                duplicate_rate: AtomicU64::new(0f64.to_bits()),
+                paused: watch::Sender::new(BTreeSet::new()),
                 slots,
                 by_type,
                 dead_letters,
@@ -146,17 +158,71 @@ impl LocalBus {
         }
     }
 
-    /// The same bus, injecting `faults`. Call before any use.
+    /// The same bus, injecting `faults`.
     pub fn with_faults(self, faults: Faults) -> Self {
-        match Arc::try_unwrap(self.inner) {
-            Ok(mut inner) => {
-                inner.faults = faults;
-                Self {
-                    inner: Arc::new(inner),
-                }
-            }
-            Err(inner) => Self { inner },
-        }
+        self.set_duplicate_rate(faults.duplicate_rate);
+        self
+    }
+
+    /// The share (0 to 1) of deliveries handed over twice from now on.
+    pub fn set_duplicate_rate(&self, rate: f64) {
+        let rate = if rate.is_finite() {
+            rate.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        self.inner
+            .duplicate_rate
+            .store(rate.to_bits(), Ordering::Relaxed);
+    }
+
+    pub fn duplicate_rate(&self) -> f64 {
+        self.inner.duplicate_rate()
+    }
+
+    /// The services whose consumers this bus hosts, by [`service_of`].
+    pub fn services(&self) -> Vec<String> {
+        let names: BTreeSet<&str> = self
+            .inner
+            .slots
+            .iter()
+            .map(|s| service_of(&s.consumer.name))
+            .collect();
+        names.into_iter().map(str::to_owned).collect()
+    }
+
+    /// Holds every delivery to `services`' consumers (the others resume):
+    /// a held delivery waits, neither failing nor counting as an attempt,
+    /// until its service resumes or the bus stops.
+    pub fn set_paused(&self, services: impl IntoIterator<Item = String>) {
+        let services: BTreeSet<String> = services.into_iter().collect();
+        self.inner.paused.send_if_modified(|paused| {
+            let changed = *paused != services;
+            *paused = services;
+            changed
+        });
+    }
+
+    pub fn pause(&self, service: &str) {
+        self.inner
+            .paused
+            .send_if_modified(|paused| paused.insert(service.to_owned()));
+    }
+
+    pub fn resume(&self, service: &str) {
+        self.inner
+            .paused
+            .send_if_modified(|paused| paused.remove(service));
+    }
+
+    /// The services whose consumers are paused.
+    pub fn paused(&self) -> Vec<String> {
+        self.inner.paused.borrow().iter().cloned().collect()
+    }
+
+    /// Whether the bus was told to stop.
+    pub fn is_stopping(&self) -> bool {
+        self.inner.stop.is_cancelled()
     }
 
     pub fn stats(&self) -> Arc<BusStats> {
@@ -194,6 +260,13 @@ impl LocalBus {
         };
         if !slot.consumer.event_types.contains(&event.event_type) {
             return Ok(());
+        }
+        if self.inner.duplicate() {
+            let (first, second) = futures::join!(
+                self.inner.attempt(slot, event),
+                self.inner.attempt(slot, event)
+            );
+            return first.and(second);
         }
         self.inner.attempt(slot, event).await
     }
@@ -262,8 +335,37 @@ impl Inner {
         self.slots.iter().find(|s| s.consumer.name == consumer)
     }
 
-    /// One attempt: the error (a panic included) when it failed.
+    fn duplicate_rate(&self) -> f64 {
+        f64::from_bits(self.duplicate_rate.load(Ordering::Relaxed))
+    }
+
+    /// Whether this delivery is to be handed over twice.
+    fn duplicate(&self) -> bool {
+        let rate = self.duplicate_rate();
+        rate > 0.0 && rand::random::<f64>() < rate
+    }
+
+    /// Waits while `consumer`'s service is paused; an error once the bus
+    /// stops meanwhile.
+    async fn wait_while_paused(&self, consumer: &str) -> Result<(), String> {
+        let service = service_of(consumer);
+        if !self.paused.borrow().contains(service) {
+            return Ok(());
+        }
+        debug!(%consumer, "consumer paused; the delivery waits");
+        let mut paused = self.paused.subscribe();
+        tokio::select! {
+            resumed = paused.wait_for(|paused| !paused.contains(service)) => {
+                resumed.map(|_| ()).map_err(|_| "the bus is shutting down".to_owned())
+            }
+            () = self.stop.cancelled() => Err("the bus is shutting down".to_owned()),
+        }
+    }
+
+    /// One attempt: the error (a panic included) when it failed. A paused
+    /// consumer's attempt starts once it resumes.
     async fn attempt(&self, slot: &Slot, event: &Envelope) -> Result<(), String> {
+        self.wait_while_paused(&slot.consumer.name).await?;
         let outcome = {
             let _permit = slot
                 .permits
@@ -350,10 +452,7 @@ impl Publisher for LocalBus {
         let Some(indexes) = self.inner.by_type.get(&event.event_type) else {
             return Ok(());
         };
-        let duplicate = |_: &usize| {
-            self.inner.faults.duplicate_rate > 0.0
-                && rand::random::<f64>() < self.inner.faults.duplicate_rate
-        };
+        let duplicate = |_: &usize| self.inner.duplicate();
         let deliveries = indexes
             .iter()
             .flat_map(|i| if duplicate(i) { vec![*i, *i] } else { vec![*i] })

@@ -746,3 +746,107 @@ async fn draining_the_relay_publishes_the_rows_already_committed_before_it_stops
     assert_eq!(platform.outbox.unpublished(), 0);
     assert_eq!(shipping.handled(), sorted_ids(&events));
 }
+
+// --- Chaos: pauses and duplicates set at run time ----------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_service_holds_its_deliveries_without_failing_until_it_resumes() {
+    let billing = Probe::succeeding();
+    let shipping = Probe::succeeding();
+    let platform = Platform::start(
+        vec![
+            Consumer::new("billing.orders", &[Pinged::TYPE], billing.clone()),
+            Consumer::new("shipping.orders", &[Pinged::TYPE], shipping.clone()),
+        ],
+        3,
+    );
+    assert_eq!(platform.bus.services(), ["billing", "shipping"]);
+    platform.bus.pause("shipping");
+    assert_eq!(platform.bus.paused(), ["shipping"]);
+    let event = pinged("ord_1");
+    platform.outbox.commit(std::slice::from_ref(&event));
+
+    eventually("billing handles it", || billing.handled() == vec![event.id]).await;
+    assert_eq!(shipping.attempts(&event), 0, "held, not attempted");
+    assert!(!platform.outbox.is_published(&event));
+
+    platform.bus.resume("shipping");
+    eventually("the row is published", || {
+        platform.outbox.is_published(&event)
+    })
+    .await;
+    assert_eq!(shipping.handled(), vec![event.id]);
+    let stats = platform.bus.stats();
+    assert_eq!(stats.failed_attempts.load(Ordering::Relaxed), 0);
+    assert!(platform.dead_letters.letters().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_held_by_a_pause_ends_when_the_bus_stops_and_is_not_dead_lettered() {
+    use ordo_bus::Publisher;
+    let shipping = Probe::succeeding();
+    let dead_letters = Arc::new(MemoryDeadLetters::default());
+    let stop = CancellationToken::new();
+    let bus = LocalBus::new(
+        vec![Consumer::new(
+            "shipping.orders",
+            &[Pinged::TYPE],
+            shipping.clone(),
+        )],
+        dead_letters.clone(),
+        fast_retries(1),
+        stop.clone(),
+    );
+    bus.set_paused(["shipping".to_owned()]);
+    let event = pinged("ord_1");
+    let publish = tokio::spawn({
+        let bus = bus.clone();
+        let event = event.clone();
+        async move { bus.publish(&event).await }
+    });
+    let attempt = tokio::spawn({
+        let bus = bus.clone();
+        let event = event.clone();
+        async move { bus.attempt("shipping.orders", &event).await }
+    });
+    stop.cancel();
+    assert!(matches!(
+        publish.await.unwrap(),
+        Err(ordo_bus::BusError::ShuttingDown)
+    ));
+    assert!(attempt.await.unwrap().is_err());
+    assert_eq!(shipping.attempts(&event), 0);
+    assert!(dead_letters.letters().is_empty());
+    assert_eq!(bus.stats().failed_attempts.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_duplicate_rate_changes_while_the_bus_runs() {
+    let shipping = Probe::succeeding();
+    let platform = Platform::start(
+        vec![Consumer::new("shipping", &[Pinged::TYPE], shipping.clone())],
+        3,
+    );
+    platform.bus.set_duplicate_rate(1.0);
+    assert_eq!(platform.bus.duplicate_rate(), 1.0);
+    let twice = pinged("ord_twice");
+    platform.outbox.commit(std::slice::from_ref(&twice));
+    eventually("the row is published", || {
+        platform.outbox.is_published(&twice)
+    })
+    .await;
+    assert_eq!(shipping.attempts(&twice), 2);
+    // Through a broker's delivery too.
+    let brokered = pinged("ord_brokered");
+    platform.bus.attempt("shipping", &brokered).await.unwrap();
+    assert_eq!(shipping.attempts(&brokered), 2);
+
+    platform.bus.set_duplicate_rate(0.0);
+    let once = pinged("ord_once");
+    platform.outbox.commit(std::slice::from_ref(&once));
+    eventually("the row is published", || {
+        platform.outbox.is_published(&once)
+    })
+    .await;
+    assert_eq!(shipping.attempts(&once), 1);
+}

@@ -120,6 +120,12 @@ impl DeliveryService {
         }
     }
 
+    /// The shipment of an order for its public tracking link, whose
+    /// signature is the right to ask; the page shows progress only.
+    pub async fn for_tracking(&self, order: OrderId) -> Result<Option<Shipment>, DeliveryError> {
+        Ok(self.store.find_by_order(order).await?)
+    }
+
     /// What couriers reported about a shipment the caller may see.
     pub async fn courier_log(
         &self,

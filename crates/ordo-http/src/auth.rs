@@ -234,11 +234,37 @@ pub trait ClientDirectory: Send + Sync + 'static {
     async fn is_active(&self, client: ClientId) -> Result<bool, StoreError>;
 }
 
+/// The cookie that carries a console session.
+pub const SESSION_COOKIE: &str = "ordo_session";
+
+/// Console sessions, as the authentication middleware sees them: the
+/// principal a session token stands for, while it lasts.
+#[async_trait::async_trait]
+pub trait SessionDirectory: Send + Sync + 'static {
+    /// `None` for an unknown, expired or signed-out session, or one whose
+    /// client was revoked.
+    async fn principal(&self, token: &str) -> Result<Option<Principal>, StoreError>;
+}
+
+/// The value of the cookie `name` in a request's `Cookie` headers.
+pub fn cookie<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.trim())
+        .filter(|v| !v.is_empty())
+}
+
 /// What the authentication middleware needs.
 #[derive(Clone)]
 pub struct Authenticator {
     jwt: Arc<Jwt>,
     clients: Arc<dyn ClientDirectory>,
+    sessions: Option<Arc<dyn SessionDirectory>>,
     cache: Arc<Mutex<HashMap<ClientId, (bool, Instant)>>>,
     cache_ttl: Duration,
 }
@@ -249,9 +275,19 @@ impl Authenticator {
         Self {
             jwt,
             clients,
+            sessions: None,
             cache: Arc::default(),
             cache_ttl,
         }
+    }
+
+    /// Also accepts a console session cookie, on reads only (`GET`,
+    /// `HEAD`): a page may follow an order's events with the session it
+    /// was opened with, while every write still needs a bearer token, so
+    /// that no other site can make a browser write with its cookie.
+    pub fn with_sessions(mut self, sessions: Arc<dyn SessionDirectory>) -> Self {
+        self.sessions = Some(sessions);
+        self
     }
 
     pub fn jwt(&self) -> &Arc<Jwt> {
@@ -316,7 +352,23 @@ pub async fn require_auth(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    match auth.authenticate(header).await {
+    let session = match (&auth.sessions, header) {
+        (Some(sessions), None) if req.method().is_safe() => {
+            cookie(req.headers(), SESSION_COOKIE).map(|token| (sessions, token))
+        }
+        _ => None,
+    };
+    let authenticated = match session {
+        Some((sessions, token)) => match sessions.principal(token).await {
+            Ok(Some(principal)) => Ok(principal),
+            Ok(None) => Err(ApiError::Unauthorized(
+                "the session has ended: sign in again".to_owned(),
+            )),
+            Err(err) => Err(err.into()),
+        },
+        None => auth.authenticate(header).await,
+    };
+    match authenticated {
         Ok(principal) => {
             tracing::Span::current()
                 .record("client_id", tracing::field::display(principal.client_id));

@@ -15,7 +15,7 @@ pub mod stock;
 mod store;
 
 pub use routes::{InventoryState, create_router, router};
-pub use service::{InventoryService, consumers};
+pub use service::{CatalogError, InventoryService, consumers};
 pub use store::{
     Adjustment, Applied, Decide, InboxKey, MIGRATIONS, PG_MIGRATIONS, PgInventoryStore,
     ProductStore, SqliteInventoryStore, StockStore,

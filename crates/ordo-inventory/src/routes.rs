@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 
 use crate::catalog::Product;
 use crate::stock::{Reservation, StockLevel};
-use crate::{InventoryService, ProductStore};
+use crate::{CatalogError, InventoryService, ProductStore};
 
 #[derive(Clone)]
 pub struct InventoryState {
@@ -95,6 +95,16 @@ pub struct ProductQuery {
     seller: Option<String>,
 }
 
+impl From<CatalogError> for ApiError {
+    fn from(err: CatalogError) -> Self {
+        match err {
+            CatalogError::Forbidden(why) => ApiError::Forbidden(why.to_owned()),
+            CatalogError::NotFound => ApiError::not_found("no such product"),
+            CatalogError::Store(e) => e.into(),
+        }
+    }
+}
+
 /// List the catalog.
 #[utoipa::path(get, path = "/v1/products", tag = "catalog", params(ProductQuery), security(("bearer" = [])),
     responses((status = 200, body = ProductPage), (status = 422, body = ordo_http::Problem)))]
@@ -111,20 +121,14 @@ async fn list_products(
                 .map_err(|_| ApiError::field("cursor", "is not a cursor this API issued"))
         })
         .transpose()?;
-    let mut seller = q
+    let seller = q
         .seller
         .map(|s| ClientId::parse(&s).map_err(|_| ApiError::field("seller", "is not a client id")))
         .transpose()?;
-    // A seller manages its own catalog: its list holds its products only.
-    if principal.role == Role::Seller {
-        if seller.is_some_and(|s| s != principal.client_id) {
-            return Err(ApiError::Forbidden(
-                "sellers list their own products only".to_owned(),
-            ));
-        }
-        seller = Some(principal.client_id);
-    }
-    let mut products = state.products.list(seller, after, limit + 1).await?;
+    let mut products = state
+        .service
+        .list_products(&principal, seller, after, limit + 1)
+        .await?;
     let next_cursor = if products.len() > limit {
         products.truncate(limit);
         products.last().map(|p| p.id.to_string())

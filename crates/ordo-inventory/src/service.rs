@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use ordo_bus::{Consumer, Envelope, EventContext, EventPayload, Handler, HandlerError};
 use ordo_events::{OrderCancelled, OrderCreated, OrderPaid, OrderShipped, StockLine};
-use ordo_kernel::{Clock, EventId, IdGen, ProductId, StoreError};
+use ordo_http::{Principal, Role};
+use ordo_kernel::{ClientId, Clock, EventId, IdGen, ProductId, StoreError};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -16,6 +17,18 @@ use crate::stock::{self, EventStamp, StockLevel};
 use crate::{Adjustment, InboxKey, ProductStore, StockStore};
 
 pub const CONSUMER: &str = "inventory.orders";
+
+/// The catalog use cases' error story.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// Unknown, or not visible to the caller: the same answer for both.
+    #[error("no such product")]
+    NotFound,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 const ACTOR: &str = "system:inventory";
 
 pub struct InventoryService {
@@ -68,6 +81,27 @@ impl InventoryService {
             context,
             actor: ACTOR.to_owned(),
         }
+    }
+
+    /// A page of the catalog in id order: a seller's list holds its own
+    /// products only (it manages its catalog), everyone else's any
+    /// seller's, or the one asked for.
+    pub async fn list_products(
+        &self,
+        caller: &Principal,
+        mut seller: Option<ClientId>,
+        after: Option<ProductId>,
+        limit: usize,
+    ) -> Result<Vec<Product>, CatalogError> {
+        if caller.role == Role::Seller {
+            if seller.is_some_and(|s| s != caller.client_id) {
+                return Err(CatalogError::Forbidden(
+                    "sellers list their own products only",
+                ));
+            }
+            seller = Some(caller.client_id);
+        }
+        Ok(self.products.list(seller, after, limit).await?)
     }
 
     /// Adds (or, negative, removes) available units, with a reason.

@@ -532,6 +532,10 @@ impl Delivery {
         };
         match outcome {
             Ok(()) => ack(&message, AckKind::Ack).await,
+            // Held by a pause or cut short by the stop: not a failed
+            // attempt, so never parked; another replica or the next start
+            // takes it.
+            Err(_) if self.bus.is_stopping() => ack(&message, AckKind::Nak(None)).await,
             Err(error) => {
                 let policy = self.bus.policy();
                 if attempt >= policy.max_attempts {

@@ -80,6 +80,14 @@ pub enum CancellationReason {
 }
 
 impl CancellationReason {
+    pub const ALL: [CancellationReason; 5] = [
+        Self::OutOfStock,
+        Self::PaymentFailed,
+        Self::ReservationExpired,
+        Self::CustomerCancelled,
+        Self::AdminCancelled,
+    ];
+
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::OutOfStock => "out_of_stock",
@@ -91,15 +99,7 @@ impl CancellationReason {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [
-            Self::OutOfStock,
-            Self::PaymentFailed,
-            Self::ReservationExpired,
-            Self::CustomerCancelled,
-            Self::AdminCancelled,
-        ]
-        .into_iter()
-        .find(|r| r.as_str() == s)
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
     }
 }
 
@@ -176,6 +176,16 @@ impl Order {
 
     pub fn has_seller(&self, seller: ClientId) -> bool {
         self.items.iter().any(|i| i.seller_id == seller)
+    }
+
+    /// The order as one of its sellers sees it: that seller's lines only,
+    /// the total their subtotal, and no payment token. Other sellers'
+    /// lines and the customer's whole spend are none of its business.
+    pub fn for_seller(mut self, seller: ClientId) -> Order {
+        self.items.retain(|i| i.seller_id == seller);
+        self.total = self.items.iter().map(|i| i.line_total).sum();
+        self.payment_token = String::new();
+        self
     }
 
     /// The order after a transition to `next`, or why it cannot happen.

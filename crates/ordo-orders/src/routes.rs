@@ -98,47 +98,47 @@ fn pricing_field(err: &PricingError) -> FieldError {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrderRequest {
-    items: Vec<LineRequest>,
-    shipping_address: AddressRequest,
-    payment: PaymentRequest,
+    pub items: Vec<LineRequest>,
+    pub shipping_address: AddressRequest,
+    pub payment: PaymentRequest,
     /// Free JSON object kept with the order.
     #[serde(default)]
-    attributes: Option<serde_json::Value>,
+    pub attributes: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LineRequest {
     #[schema(example = "prd_01JC0000000000000000000000")]
-    product_id: String,
+    pub product_id: String,
     #[schema(minimum = 1, maximum = 10000)]
-    quantity: i64,
+    pub quantity: i64,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddressRequest {
-    name: String,
-    line1: String,
+    pub name: String,
+    pub line1: String,
     #[serde(default)]
-    line2: Option<String>,
-    city: String,
-    postal_code: String,
+    pub line2: Option<String>,
+    pub city: String,
+    pub postal_code: String,
     /// ISO 3166-1 alpha-2.
     #[schema(example = "DE")]
-    country: String,
+    pub country: String,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PaymentRequest {
     /// A payment token from the gateway (simulator: `tok_visa`).
-    token: String,
+    pub token: String,
 }
 
 impl CreateOrderRequest {
     /// Validates the shape of the request: everything but the catalog.
-    fn validate(self) -> Result<NewOrder, ApiError> {
+    pub fn validate(self) -> Result<NewOrder, ApiError> {
         let mut errors = Vec::new();
         if self.items.is_empty() {
             errors.push(FieldError::new("items", "must hold at least one line"));

@@ -26,6 +26,19 @@ pub struct NewOrder {
     pub attributes: serde_json::Value,
 }
 
+/// An order as its public tracking link shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tracking {
+    pub id: OrderId,
+    pub status: OrderStatus,
+    pub cancellation_reason: Option<String>,
+    pub cancel_requested: bool,
+    pub city: String,
+    pub country: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
 /// The service layer's error story.
 #[derive(Debug, thiserror::Error)]
 pub enum OrderError {
@@ -439,17 +452,35 @@ impl OrdersService {
             Err(StoreError::NotFound) => return Err(OrderError::NotFound),
             Err(err) => return Err(err.into()),
         };
-        let visible = match caller.role {
-            Role::Admin => true,
-            Role::Customer => order.customer_id == caller.client_id,
-            Role::Seller => order.has_seller(caller.client_id),
-            Role::Courier => false,
-        };
-        if visible {
-            Ok(order)
-        } else {
-            Err(OrderError::NotFound)
+        match caller.role {
+            Role::Admin => Ok(order),
+            Role::Customer if order.customer_id == caller.client_id => Ok(order),
+            Role::Seller if order.has_seller(caller.client_id) => {
+                Ok(order.for_seller(caller.client_id))
+            }
+            _ => Err(OrderError::NotFound),
         }
+    }
+
+    /// What a signed tracking link shows of an order: its progress and the
+    /// destination city, nothing personal. The link's signature is the
+    /// caller's right to ask.
+    pub async fn tracking(&self, id: OrderId) -> Result<Tracking, OrderError> {
+        let order = match self.store.get(id).await {
+            Ok(order) => order,
+            Err(StoreError::NotFound) => return Err(OrderError::NotFound),
+            Err(err) => return Err(err.into()),
+        };
+        Ok(Tracking {
+            id: order.id,
+            status: order.status,
+            cancellation_reason: order.cancellation_reason,
+            cancel_requested: order.cancel_requested.is_some(),
+            city: order.shipping_address.city,
+            country: order.shipping_address.country,
+            created_at: order.created_at,
+            updated_at: order.updated_at,
+        })
     }
 
     /// A page of the orders the caller may see, narrowed by `filter`.
@@ -479,7 +510,14 @@ impl OrdersService {
             }
             Role::Courier => return Err(OrderError::Forbidden("couriers do not read orders")),
         }
-        Ok(self.store.list(filter, limit).await?)
+        let orders = self.store.list(filter, limit).await?;
+        Ok(match caller.role {
+            Role::Seller => orders
+                .into_iter()
+                .map(|o| o.for_seller(caller.client_id))
+                .collect(),
+            _ => orders,
+        })
     }
 
     /// Cancels an order on behalf of its customer or an admin.

@@ -40,6 +40,8 @@ on_both_backends!(
     attribute_filters_match_by_json_containment,
     attribute_filters_combine_with_each_other_and_other_filters,
     a_non_scalar_attribute_filter_is_refused,
+    stuck_orders_are_those_unchanged_in_a_status_since_a_time_oldest_first,
+    stuck_orders_are_bounded_and_never_final,
 );
 
 fn at(ms: i64) -> DateTime<Utc> {
@@ -1189,4 +1191,117 @@ async fn pgbench_runs_the_stores_create_and_get_statements() {
         assert_eq!(read.status, placed.status);
     }
     assert_eq!(b.outbox.backlog().await.unwrap(), 51);
+}
+
+/// `order` moved to `status` at `at`, saved.
+async fn moved(b: &Backend, order: &Order, status: OrderStatus, at: DateTime<Utc>) -> Order {
+    let next = order.transition(status, None, at).unwrap();
+    b.store
+        .save_transition(next.clone(), order.version, vec![], None)
+        .await
+        .unwrap();
+    next
+}
+
+async fn unchanged_since(
+    b: &Backend,
+    status: OrderStatus,
+    before: DateTime<Utc>,
+    limit: usize,
+) -> Vec<OrderId> {
+    b.store
+        .unchanged_since(status, before, limit)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.id)
+        .collect()
+}
+
+async fn stuck_orders_are_those_unchanged_in_a_status_since_a_time_oldest_first(b: Backend) {
+    let t = base();
+    let minutes = Duration::minutes;
+    // Created in this order; confirmed in another, so that the age of the
+    // status, not the age of the order, decides.
+    let first = order_at(client(), vec![item(client(), 1, "1.00")], t);
+    let second = order_at(client(), vec![item(client(), 1, "1.00")], t + minutes(1));
+    let third = order_at(client(), vec![item(client(), 1, "1.00")], t + minutes(2));
+    let pending = order_at(client(), vec![item(client(), 1, "1.00")], t + minutes(3));
+    for o in [&first, &second, &third, &pending] {
+        create(&b, o).await;
+    }
+    let first = moved(&b, &first, OrderStatus::Confirmed, t + minutes(30)).await;
+    moved(&b, &second, OrderStatus::Confirmed, t + minutes(10)).await;
+    let third = moved(&b, &third, OrderStatus::Confirmed, t + minutes(20)).await;
+    // Moved on: no longer confirmed, whatever its age.
+    moved(&b, &third, OrderStatus::Paid, t + minutes(21)).await;
+
+    assert_eq!(
+        unchanged_since(&b, OrderStatus::Confirmed, t + minutes(31), 10).await,
+        vec![second.id, first.id],
+        "the longest waiting first"
+    );
+    assert_eq!(
+        unchanged_since(&b, OrderStatus::Confirmed, t + minutes(30), 10).await,
+        vec![second.id],
+        "a change at the instant itself is not older than it"
+    );
+    assert_eq!(
+        unchanged_since(&b, OrderStatus::Confirmed, t + minutes(10), 10).await,
+        vec![]
+    );
+    assert_eq!(
+        unchanged_since(&b, OrderStatus::Pending, t + minutes(31), 10).await,
+        vec![pending.id]
+    );
+    assert_eq!(
+        unchanged_since(&b, OrderStatus::Paid, t + minutes(22), 10).await,
+        vec![third.id]
+    );
+    // The orders come whole, items included.
+    let found = b
+        .store
+        .unchanged_since(OrderStatus::Confirmed, t + minutes(31), 10)
+        .await
+        .unwrap();
+    assert_eq!(found[1], first);
+}
+
+async fn stuck_orders_are_bounded_and_never_final(b: Backend) {
+    let t = base();
+    let mut orders = Vec::new();
+    for i in 0..5 {
+        let o = order_at(
+            client(),
+            vec![item(client(), 1, "1.00")],
+            t + Duration::seconds(i),
+        );
+        create(&b, &o).await;
+        orders.push(o);
+    }
+    let late = t + Duration::hours(1);
+    assert_eq!(
+        unchanged_since(&b, OrderStatus::Pending, late, 3).await,
+        ids(&[&orders[0], &orders[1], &orders[2]])
+    );
+    let cancelled = orders[0]
+        .transition(
+            OrderStatus::Cancelled,
+            Some(ordo_orders::domain::CancellationReason::CustomerCancelled),
+            t + Duration::minutes(1),
+        )
+        .unwrap();
+    b.store
+        .save_transition(cancelled, 1, vec![], None)
+        .await
+        .unwrap();
+    assert_eq!(
+        unchanged_since(&b, OrderStatus::Cancelled, late, 10).await,
+        vec![],
+        "a final status is never stuck"
+    );
+    assert_eq!(
+        unchanged_since(&b, OrderStatus::Pending, late, 10).await,
+        ids(&[&orders[1], &orders[2], &orders[3], &orders[4]])
+    );
 }

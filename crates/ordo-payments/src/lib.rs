@@ -25,5 +25,5 @@ pub use gateway::{BreakerState, Gateway, GatewayConfig, GatewayError, HttpGatewa
 pub use reactions::consumers;
 pub use routes::{PaymentsState, router};
 pub use service::{PaymentsConfig, PaymentsService};
-pub use simulator::{Simulator, SimulatorConfig};
+pub use simulator::{FaultShares, Simulator, SimulatorConfig, SimulatorFaults};
 pub use store::{MIGRATIONS, PG_MIGRATIONS, PaymentStore, PgPaymentStore, SqlitePaymentStore};

@@ -14,6 +14,13 @@
 //!
 //! Any other token is declined as `invalid_token`.
 //!
+//! Besides the tokens, [`SimulatorFaults`] injects faults into a share of
+//! charge calls (authorizations and captures) whatever their token, set at
+//! run time: declined (`card_declined`), a transient 503 before acting, an
+//! answer after the client's timeout (the call acts, as with `tok_timeout`)
+//! or a slow answer (as with `tok_slow`). A call suffers at most one of
+//! them; voids and refunds never do, so a charge can always be unwound.
+//!
 //! Routes (each `POST` needs an `Idempotency-Key` header):
 //! `POST /v1/authorizations`, `POST /v1/authorizations/{id}/capture`,
 //! `POST /v1/authorizations/{id}/void`, `POST /v1/captures/{id}/refunds`,
@@ -28,6 +35,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -62,6 +71,141 @@ impl Default for SimulatorConfig {
             timeout_delay: Duration::from_secs(5),
             slow_delay: Duration::from_secs(1),
         }
+    }
+}
+
+/// A fault the simulator injects into a charge call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Fault {
+    /// Declined as `card_declined`: a final answer, stored under the key.
+    Decline,
+    /// Answered with a 503 without acting.
+    Transient,
+    /// Acted on, answered after the client's timeout.
+    Timeout,
+    /// Acted on, answered after the slow delay (under the client's timeout).
+    Slow,
+}
+
+/// The share of charge calls, in percent, that suffer each fault. The
+/// shares are laid end to end over one roll per call, so they add up to at
+/// most 100.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FaultShares {
+    pub decline: u8,
+    pub transient: u8,
+    pub timeout: u8,
+    pub slow: u8,
+}
+
+/// Shares that do not fit in 100 %.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the fault shares add up to {0} %, more than 100 %")]
+pub struct InvalidShares(pub u16);
+
+impl FaultShares {
+    pub fn is_off(&self) -> bool {
+        self.total() == 0
+    }
+
+    pub fn total(&self) -> u16 {
+        [self.decline, self.transient, self.timeout, self.slow]
+            .iter()
+            .map(|s| u16::from(*s))
+            .sum()
+    }
+
+    pub fn check(&self) -> Result<(), InvalidShares> {
+        match self.total() {
+            total if total > 100 => Err(InvalidShares(total)),
+            _ => Ok(()),
+        }
+    }
+
+    /// The fault of a call whose roll, uniform in `0..100`, is `roll`.
+    pub fn fault_for(&self, roll: u8) -> Option<Fault> {
+        let mut end = 0u16;
+        for (share, fault) in [
+            (self.decline, Fault::Decline),
+            (self.transient, Fault::Transient),
+            (self.timeout, Fault::Timeout),
+            (self.slow, Fault::Slow),
+        ] {
+            end += u16::from(share);
+            if u16::from(roll) < end {
+                return Some(fault);
+            }
+        }
+        None
+    }
+}
+
+struct FaultState {
+    shares: FaultShares,
+    rng: StdRng,
+}
+
+/// The simulator's fault shares, shared with whoever adjusts them at run
+/// time; every clone is the same setting. Off until set.
+#[derive(Clone)]
+pub struct SimulatorFaults {
+    state: Arc<Mutex<FaultState>>,
+}
+
+impl Default for SimulatorFaults {
+    fn default() -> Self {
+        Self::with_rng(StdRng::from_os_rng())
+    }
+}
+
+impl std::fmt::Debug for SimulatorFaults {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimulatorFaults")
+            .field("shares", &self.get())
+            .finish()
+    }
+}
+
+impl SimulatorFaults {
+    /// Rolls from `seed`, so that a run can be repeated.
+    pub fn seeded(seed: u64) -> Self {
+        Self::with_rng(StdRng::seed_from_u64(seed))
+    }
+
+    fn with_rng(rng: StdRng) -> Self {
+        Self {
+            state: Arc::new(Mutex::new(FaultState {
+                shares: FaultShares::default(),
+                rng,
+            })),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, FaultState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn get(&self) -> FaultShares {
+        self.lock().shares
+    }
+
+    /// Applies from the next call on.
+    pub fn set(&self, shares: FaultShares) -> Result<(), InvalidShares> {
+        shares.check()?;
+        self.lock().shares = shares;
+        Ok(())
+    }
+
+    /// The fault of the next charge call, if any.
+    pub fn roll(&self) -> Option<Fault> {
+        let mut state = self.lock();
+        if state.shares.is_off() {
+            return None;
+        }
+        let roll = state.rng.random_range(0..100u8);
+        state.shares.fault_for(roll)
     }
 }
 
@@ -123,6 +267,7 @@ struct SimState {
 pub struct Simulator {
     state: Arc<Mutex<SimState>>,
     config: SimulatorConfig,
+    faults: SimulatorFaults,
 }
 
 /// A router of a fresh simulator with the default delays.
@@ -135,7 +280,19 @@ impl Simulator {
         Self {
             state: Arc::default(),
             config,
+            faults: SimulatorFaults::default(),
         }
+    }
+
+    /// The same simulator, injecting the faults `faults` is set to.
+    pub fn with_faults(mut self, faults: SimulatorFaults) -> Self {
+        self.faults = faults;
+        self
+    }
+
+    /// The handle on its fault shares.
+    pub fn faults(&self) -> SimulatorFaults {
+        self.faults.clone()
     }
 
     pub fn router(&self) -> Router {
@@ -200,11 +357,14 @@ enum Delay {
 }
 
 /// Runs `action` once per idempotency key and answers with its stored
-/// result ever after.
+/// result ever after. A charge call (`charge`) may suffer an injected
+/// fault: a transient one before the key is looked at, a decline in place
+/// of the action, a delay on any answer, a repeated one included.
 async fn once(
     sim: &Simulator,
     headers: &HeaderMap,
     fingerprint: String,
+    charge: bool,
     token: impl FnOnce(&SimState) -> Result<String, (StatusCode, serde_json::Value)>,
     delay_for: impl FnOnce(&str) -> Delay,
     action: Action,
@@ -217,9 +377,13 @@ async fn once(
     else {
         return reply(problem(StatusCode::BAD_REQUEST, "idempotency_key_required"));
     };
-    let delay = {
+    let fault = if charge { sim.faults.roll() } else { None };
+    let (delay, answer) = {
         let mut state = sim.lock();
         state.stats.requests += 1;
+        if fault == Some(Fault::Transient) {
+            return reply(problem(StatusCode::SERVICE_UNAVAILABLE, "try_again"));
+        }
         if let Some(stored) = state.responses.get(&key) {
             if stored.fingerprint != fingerprint {
                 return reply(problem(
@@ -227,27 +391,37 @@ async fn once(
                     "idempotency_key_reused",
                 ));
             }
-            return reply((stored.status, stored.body.clone()));
+            (Delay::None, (stored.status, stored.body.clone()))
+        } else {
+            let token = match token(&state) {
+                Ok(token) => token,
+                Err(answer) => return reply(answer),
+            };
+            if token == TOK_TRANSIENT && state.failed_once.insert(key.clone()) {
+                return reply(problem(StatusCode::SERVICE_UNAVAILABLE, "try_again"));
+            }
+            let (status, body) = if fault == Some(Fault::Decline) {
+                state.stats.declines += 1;
+                problem(StatusCode::PAYMENT_REQUIRED, "card_declined")
+            } else {
+                action(&mut state)
+            };
+            state.responses.insert(
+                key,
+                Stored {
+                    fingerprint,
+                    status,
+                    body: body.clone(),
+                },
+            );
+            (delay_for(&token), (status, body))
         }
-        let token = match token(&state) {
-            Ok(token) => token,
-            Err(answer) => return reply(answer),
-        };
-        if token == TOK_TRANSIENT && state.failed_once.insert(key.clone()) {
-            return reply(problem(StatusCode::SERVICE_UNAVAILABLE, "try_again"));
-        }
-        let (status, body) = action(&mut state);
-        state.responses.insert(
-            key,
-            Stored {
-                fingerprint,
-                status,
-                body: body.clone(),
-            },
-        );
-        (delay_for(&token), (status, body))
     };
-    let (delay, answer) = delay;
+    let delay = match fault {
+        Some(Fault::Timeout) => Delay::Timeout,
+        Some(Fault::Slow) if delay == Delay::None => Delay::Slow,
+        _ => delay,
+    };
     match delay {
         Delay::None => {}
         Delay::Timeout => tokio::time::sleep(sim.config.timeout_delay).await,
@@ -299,6 +473,7 @@ async fn authorize(
         &sim,
         &headers,
         fingerprint,
+        true,
         |_| Ok(token),
         |t| {
             if t == TOK_SLOW {
@@ -368,6 +543,7 @@ async fn capture(
         &sim,
         &headers,
         fingerprint,
+        true,
         |state| auth_token(state, &auth_id),
         |t| {
             if t == TOK_TIMEOUT {
@@ -410,6 +586,7 @@ async fn void(
         &sim,
         &headers,
         fingerprint,
+        false,
         |state| auth_token(state, &auth_id),
         |_| Delay::None,
         action,
@@ -447,6 +624,7 @@ async fn refund(
         &sim,
         &headers,
         fingerprint,
+        false,
         |state| {
             state
                 .captures
@@ -462,4 +640,84 @@ async fn refund(
 
 async fn stats(State(sim): State<Simulator>) -> Json<SimulatorStats> {
     Json(sim.stats())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shares(decline: u8, transient: u8, timeout: u8, slow: u8) -> FaultShares {
+        FaultShares {
+            decline,
+            transient,
+            timeout,
+            slow,
+        }
+    }
+
+    #[test]
+    fn the_shares_are_laid_end_to_end_over_the_roll() {
+        let s = shares(10, 20, 30, 40);
+        assert_eq!(s.fault_for(0), Some(Fault::Decline));
+        assert_eq!(s.fault_for(9), Some(Fault::Decline));
+        assert_eq!(s.fault_for(10), Some(Fault::Transient));
+        assert_eq!(s.fault_for(29), Some(Fault::Transient));
+        assert_eq!(s.fault_for(30), Some(Fault::Timeout));
+        assert_eq!(s.fault_for(59), Some(Fault::Timeout));
+        assert_eq!(s.fault_for(60), Some(Fault::Slow));
+        assert_eq!(s.fault_for(99), Some(Fault::Slow));
+        let partial = shares(0, 25, 0, 0);
+        assert_eq!(partial.fault_for(24), Some(Fault::Transient));
+        assert_eq!(partial.fault_for(25), None);
+        assert!((0..100).all(|roll| FaultShares::default().fault_for(roll).is_none()));
+        assert!((0..100).all(|roll| shares(100, 0, 0, 0).fault_for(roll) == Some(Fault::Decline)));
+    }
+
+    #[test]
+    fn shares_beyond_one_hundred_percent_are_refused_and_leave_the_setting_alone() {
+        let faults = SimulatorFaults::seeded(1);
+        assert_eq!(faults.set(shares(60, 41, 0, 0)), Err(InvalidShares(101)));
+        assert!(faults.get().is_off());
+        assert_eq!(faults.set(shares(25, 25, 25, 25)), Ok(()));
+        assert_eq!(faults.get(), shares(25, 25, 25, 25));
+    }
+
+    #[test]
+    fn a_share_of_calls_close_to_the_setting_suffers_each_fault() {
+        let faults = SimulatorFaults::seeded(7);
+        assert_eq!(faults.roll(), None, "off by default");
+        faults.set(shares(30, 10, 0, 5)).unwrap();
+        let calls = 10_000;
+        let mut counts = HashMap::new();
+        for _ in 0..calls {
+            *counts.entry(faults.roll()).or_insert(0u32) += 1;
+        }
+        let percent =
+            |fault| f64::from(counts.get(&fault).copied().unwrap_or(0)) * 100.0 / 10_000.0;
+        for (fault, expected) in [
+            (Some(Fault::Decline), 30.0),
+            (Some(Fault::Transient), 10.0),
+            (Some(Fault::Timeout), 0.0),
+            (Some(Fault::Slow), 5.0),
+            (None, 55.0),
+        ] {
+            let got = percent(fault);
+            assert!(
+                (got - expected).abs() < 2.0,
+                "{fault:?}: {got} % of {calls}"
+            );
+        }
+        faults.set(FaultShares::default()).unwrap();
+        assert!((0..1000).all(|_| faults.roll().is_none()));
+    }
+
+    #[test]
+    fn the_same_seed_rolls_the_same_faults() {
+        let rolls = |seed| {
+            let faults = SimulatorFaults::seeded(seed);
+            faults.set(shares(20, 20, 20, 20)).unwrap();
+            (0..200).map(|_| faults.roll()).collect::<Vec<_>>()
+        };
+        assert_eq!(rolls(42), rolls(42));
+    }
 }

@@ -17,7 +17,7 @@ use ordo_payments::gateway::{
     AuthorizeRequest, CaptureRequest, GatewayConfig, RefundRequest, VoidRequest,
 };
 use ordo_payments::simulator::{TOK_DECLINED, TOK_SLOW, TOK_TIMEOUT, TOK_TRANSIENT, TOK_VISA};
-use ordo_payments::{BreakerState, Gateway, GatewayError, HttpGateway, Simulator};
+use ordo_payments::{BreakerState, FaultShares, Gateway, GatewayError, HttpGateway, Simulator};
 
 fn authorize(key: &str, token: &str, amount: &str) -> AuthorizeRequest {
     AuthorizeRequest {
@@ -232,6 +232,90 @@ async fn nothing_is_captured_beyond_the_authorization() {
         .await
         .unwrap_err();
     assert_eq!(err, GatewayError::declined("amount_exceeds_authorization"));
+}
+
+#[tokio::test]
+async fn injected_faults_hit_charges_whatever_their_token_and_never_voids_or_refunds() {
+    let (simulator, gateway) = setup().await;
+    let faults = simulator.faults();
+    let auth = gateway
+        .authorize(authorize("a1", TOK_VISA, "20.00"))
+        .await
+        .unwrap();
+
+    faults
+        .set(FaultShares {
+            decline: 100,
+            ..FaultShares::default()
+        })
+        .unwrap();
+    let err = gateway
+        .authorize(authorize("a2", TOK_VISA, "20.00"))
+        .await
+        .unwrap_err();
+    assert_eq!(err, GatewayError::declined("card_declined"));
+    assert_eq!(gateway.stats().retries.load(Ordering::Relaxed), 0);
+    // A void is never faulted: a charge can always be unwound.
+    gateway
+        .void(VoidRequest {
+            idempotency_key: "v1".to_owned(),
+            authorization_id: auth.authorization_id.clone(),
+        })
+        .await
+        .unwrap();
+
+    faults
+        .set(FaultShares {
+            transient: 100,
+            ..FaultShares::default()
+        })
+        .unwrap();
+    let err = gateway
+        .authorize(authorize("a3", TOK_VISA, "20.00"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, GatewayError::Unavailable { .. }), "{err:?}");
+    assert_eq!(simulator.stats().authorizations, 1, "nothing was done");
+
+    // A timed-out capture was made: once the faults are off, a retry with
+    // the same key gets it.
+    faults.set(FaultShares::default()).unwrap();
+    let auth = gateway
+        .authorize(authorize("a4", TOK_VISA, "20.00"))
+        .await
+        .unwrap();
+    faults
+        .set(FaultShares {
+            timeout: 100,
+            ..FaultShares::default()
+        })
+        .unwrap();
+    let err = gateway
+        .capture(capture("c4", &auth.authorization_id, "20.00"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, GatewayError::Unavailable { .. }), "{err:?}");
+    assert_eq!(simulator.stats().captures, 1);
+    faults.set(FaultShares::default()).unwrap();
+    let cap = gateway
+        .capture(capture("c4", &auth.authorization_id, "20.00"))
+        .await
+        .unwrap();
+    assert_eq!(cap.amount, dec("20.00"));
+    assert_eq!(simulator.stats().captures, 1);
+
+    faults
+        .set(FaultShares {
+            slow: 100,
+            ..FaultShares::default()
+        })
+        .unwrap();
+    let before = std::time::Instant::now();
+    gateway
+        .authorize(authorize("a5", TOK_VISA, "20.00"))
+        .await
+        .unwrap();
+    assert!(before.elapsed() >= fast_simulator().slow_delay);
 }
 
 fn breaker_config(threshold: u32) -> GatewayConfig {

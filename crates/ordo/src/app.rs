@@ -13,7 +13,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use ordo_auth::{AuthService, AuthState, StoreDirectory};
+use ordo_auth::{AuthService, AuthState, DEFAULT_SESSION_TTL, Sessions, StoreDirectory};
 use ordo_bus::{Consumer, Faults, LocalBus, OutboxStore, Relay, RetryPolicy};
 use ordo_delivery::{CourierSimulator, DeliveryService, DeliveryState};
 use ordo_http::ApiError;
@@ -36,12 +36,14 @@ use tracing::{debug, info, warn};
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
-use utoipa_scalar::{Scalar, Servable};
 
+use crate::chaos::Chaos;
 use crate::config::{Config, CourierSim};
+use crate::console::{ConsoleState, LinkSigner};
 use crate::demo::{self, DemoCredentials};
 use crate::ops::{self, OpsState, ScrapeGauges};
 use crate::stores::Stores;
+use crate::stuck::StuckOrders;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -96,7 +98,9 @@ pub struct App {
     idempotency: Vec<Idempotency>,
     inventory: Option<Arc<InventoryService>>,
     delivery: Option<Arc<DeliveryService>>,
-    simulator: Option<TcpListener>,
+    /// The built-in gateway simulator and its port.
+    simulator: Option<(TcpListener, Simulator)>,
+    chaos: Chaos,
     stop: CancellationToken,
     demo_credentials: Option<DemoCredentials>,
 }
@@ -205,7 +209,7 @@ impl AppBuilder {
                             .await
                             .context("binding the gateway simulator")?;
                         let url = format!("http://{}", listener.local_addr()?);
-                        simulator = Some(listener);
+                        simulator = Some((listener, Simulator::new(SimulatorConfig::default())));
                         url
                     }
                 };
@@ -241,18 +245,30 @@ impl AppBuilder {
         };
         let bus = LocalBus::new(consumers, stores.dead_letters.clone(), policy, stop.clone())
             .with_faults(faults);
+        let chaos = Chaos::new(
+            config.chaos,
+            simulator.as_ref().map(|(_, s)| s.faults()),
+            bus.clone(),
+        );
         let outboxes = stores.outboxes();
 
+        let sessions = Arc::new(Sessions::new(
+            auth.clone(),
+            stores.sessions.clone(),
+            DEFAULT_SESSION_TTL,
+        ));
         let authenticator = Authenticator::new(
             auth.jwt(),
             Arc::new(StoreDirectory(stores.clients.clone())),
             Duration::from_secs(5),
-        );
+        )
+        .with_sessions(sessions.clone());
 
         let mut registry = Registry::default();
         let http_metrics = HttpMetrics::register(&mut registry);
         let gauges = Arc::new(ScrapeGauges::default());
         ops::register_bus_metrics(&mut registry, bus.stats(), gauges.clone());
+        crate::chaos::register_metrics(&mut registry, chaos.clone());
         if let Some((_, gateway)) = &payments {
             ordo_payments::metrics::register(&mut registry, gateway.clone());
         }
@@ -277,7 +293,8 @@ impl AppBuilder {
         let lock_ttl = config.request_timeout + Duration::from_secs(5);
         let mut authenticated = OpenApiRouter::new()
             .merge(ordo_auth::admin_router(auth_state.clone()))
-            .merge(ops::admin_router(ops_state.clone()));
+            .merge(ops::admin_router(ops_state.clone()))
+            .merge(crate::chaos::admin_router(chaos.clone()));
         if let (Some(service), Some(s)) = (&orders, &stores.orders) {
             let layer =
                 Idempotency::new(s.idempotency.clone(), clock.clone()).with_lock_ttl(lock_ttl);
@@ -307,6 +324,31 @@ impl AppBuilder {
                 );
             idempotency.push(layer);
         }
+        // Stuck orders are found where the orders store is; the other
+        // services' causes are checked when this process runs them.
+        let stuck_orders = stores.orders.as_ref().map(|s| {
+            let mut finder =
+                StuckOrders::new(s.orders.clone(), stores.dead_letters.clone(), clock.clone());
+            if let Some((_, gateway)) = &payments {
+                finder = finder.with_gateway(gateway.clone());
+            }
+            if let Some(d) = &stores.delivery {
+                finder = finder.with_shipments(d.shipments.clone());
+            }
+            if let Some(i) = &stores.inventory {
+                finder = finder.with_holds(i.stock.clone());
+            }
+            Arc::new(finder)
+        });
+        if let Some(finder) = &stuck_orders {
+            authenticated = authenticated.merge(crate::stuck::admin_router(finder.clone()));
+        }
+        let audit_log = Arc::new(ordo_auth::AuditLog::new(
+            stores.audit.clone(),
+            clock.clone(),
+            ids.clone(),
+        ));
+        authenticated = authenticated.merge(crate::audit::admin_router(audit_log.clone()));
         if let Some((service, _)) = &payments {
             authenticated = authenticated.merge(ordo_payments::router(PaymentsState {
                 service: service.clone(),
@@ -317,7 +359,13 @@ impl AppBuilder {
                 service: service.clone(),
             }));
         }
-        let authenticated = authenticated.layer(from_fn_with_state(authenticator, require_auth));
+        // Inside authentication: the audit reads the principal it found.
+        let authenticated = authenticated
+            .layer(from_fn_with_state(
+                audit_log.clone(),
+                crate::audit::record_admin_requests,
+            ))
+            .layer(from_fn_with_state(authenticator, require_auth));
         let (api_router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
             .merge(ordo_auth::token_router(auth_state))
             .merge(authenticated)
@@ -326,9 +374,25 @@ impl AppBuilder {
             .to_pretty_json()
             .context("rendering the OpenAPI document")?;
 
+        let console = crate::console::router(ConsoleState {
+            sessions,
+            orders: orders.clone(),
+            inventory: inventory.clone(),
+            payments: payments.as_ref().map(|(service, _)| service.clone()),
+            delivery: delivery.clone(),
+            links: Arc::new(LinkSigner::new(auth.link_key())?),
+            secure_cookies: false,
+            demo_credentials: config.demo.then(|| {
+                demo::credentials_path(&config.data_dir)
+                    .display()
+                    .to_string()
+            }),
+        });
+
         let request_timeout = config.request_timeout;
         let router = api_router
-            .merge(Scalar::with_url("/docs", api))
+            .merge(console)
+            .merge(crate::reference::router(&api)?)
             .route(
                 "/openapi.json",
                 get(move || async move {
@@ -370,6 +434,7 @@ impl AppBuilder {
             inventory,
             delivery,
             simulator,
+            chaos,
             stop,
             demo_credentials,
         })
@@ -418,6 +483,11 @@ impl App {
         &self.stores
     }
 
+    /// The chaos controls of this process.
+    pub fn chaos(&self) -> &Chaos {
+        &self.chaos
+    }
+
     /// The invariant checker over this application's stores (it needs
     /// the orders and inventory services).
     pub fn checker(&self) -> anyhow::Result<ordo_invariants::Checker> {
@@ -443,15 +513,13 @@ impl App {
             inventory,
             delivery,
             simulator,
+            chaos: _,
             stop,
             demo_credentials: _,
         } = self;
         let mut tasks = Vec::new();
-        let gateway_simulator = simulator.map(|listener| {
-            tokio::spawn(
-                Simulator::new(SimulatorConfig::default())
-                    .serve(listener, stop.clone().cancelled_owned()),
-            )
+        let gateway_simulator = simulator.map(|(listener, simulator)| {
+            tokio::spawn(simulator.serve(listener, stop.clone().cancelled_owned()))
         });
         tasks.push(tokio::spawn(maintenance(
             idempotency,

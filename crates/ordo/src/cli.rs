@@ -62,6 +62,12 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "ORDO_DEMO", hide = true,
         value_parser = clap::builder::BoolishValueParser::new())]
     pub demo: Option<bool>,
+    /// Let admins turn chaos controls on at run time (`--chaos=false` to
+    /// refuse them; default: on with the demo).
+    #[arg(long, global = true, env = "ORDO_CHAOS", num_args = 0..=1,
+        default_missing_value = "true", require_equals = true,
+        value_parser = clap::builder::BoolishValueParser::new())]
+    pub chaos: Option<bool>,
     /// How long stock is held for an unpaid order (`30m`, `5s`).
     #[arg(long, global = true, env = "ORDO_RESERVATION_TTL")]
     pub reservation_ttl: Option<String>,
@@ -155,6 +161,7 @@ impl Cli {
                 nats_url: g.nats_url.clone(),
                 courier_sim: g.courier_sim.clone(),
                 demo: if g.no_demo { Some(false) } else { g.demo },
+                chaos: g.chaos,
                 services,
                 reservation_ttl: g.reservation_ttl.clone(),
                 log_format: g.log_format.map(|f| match f {

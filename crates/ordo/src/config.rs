@@ -119,6 +119,8 @@ pub struct Config {
     pub nats_ack_wait: Duration,
     pub courier_sim: CourierSim,
     pub demo: bool,
+    /// Whether an admin may turn chaos controls on at run time.
+    pub chaos: bool,
     /// Services this process runs.
     pub services: Vec<String>,
     pub log_format: LogFormat,
@@ -163,6 +165,7 @@ impl Config {
             nats_ack_wait: Duration::from_secs(30),
             courier_sim: CourierSim::Off,
             demo: true,
+            chaos: true,
             services: ALL_SERVICES.iter().map(|s| (*s).to_owned()).collect(),
             log_format: LogFormat::Json,
             request_timeout: Duration::from_secs(30),
@@ -203,6 +206,7 @@ pub struct FileConfig {
     pub nats_ack_wait: Option<String>,
     pub courier_sim: Option<String>,
     pub demo: Option<bool>,
+    pub chaos: Option<bool>,
     pub services: Option<Vec<String>>,
     pub log_format: Option<LogFormat>,
     pub request_timeout: Option<String>,
@@ -241,6 +245,7 @@ pub struct Overrides {
     pub nats_url: Option<String>,
     pub courier_sim: Option<String>,
     pub demo: Option<bool>,
+    pub chaos: Option<bool>,
     pub services: Option<Vec<String>>,
     pub log_format: Option<LogFormat>,
     pub reservation_ttl: Option<String>,
@@ -270,6 +275,8 @@ impl Config {
             None if demo => CourierSim::Pace(Duration::from_secs(2)),
             None => CourierSim::Off,
         };
+        // A demo is where one breaks things on purpose; elsewhere it is asked for.
+        let chaos = over.chaos.or(file.chaos).unwrap_or(demo);
         let mut services = over.services.or(file.services).unwrap_or(d.services);
         services.sort();
         services.dedup();
@@ -314,6 +321,7 @@ impl Config {
             nats_ack_wait: duration_or(file.nats_ack_wait, d.nats_ack_wait, "nats-ack-wait")?,
             courier_sim,
             demo,
+            chaos,
             services,
             log_format: over.log_format.or(file.log_format).unwrap_or(d.log_format),
             request_timeout: duration_or(
@@ -413,6 +421,7 @@ mod tests {
         assert_eq!(c.listen.to_string(), "0.0.0.0:7000");
         assert_eq!(c.data_dir, PathBuf::from("/srv/ordo"));
         assert!(!c.demo);
+        assert!(!c.chaos, "off without the demo");
         assert_eq!(c.bus_max_attempts, 3);
         assert_eq!(c.request_timeout, Duration::from_secs(30));
     }
@@ -462,6 +471,25 @@ mod tests {
         // Every service in one process runs on the in-process bus too.
         let all = Config::resolve(FileConfig::default(), Overrides::default()).unwrap();
         assert!(all.runs_every_service() && all.nats_url.is_none());
+    }
+
+    #[test]
+    fn chaos_follows_the_demo_unless_set() {
+        let resolve = |file: &str, chaos: Option<bool>, demo: Option<bool>| {
+            let over = Overrides {
+                chaos,
+                demo,
+                ..Overrides::default()
+            };
+            Config::resolve(toml::from_str(file).unwrap(), over)
+                .unwrap()
+                .chaos
+        };
+        assert!(resolve("", None, None), "on with the demo");
+        assert!(!resolve("", None, Some(false)), "off without it");
+        assert!(resolve("chaos = true", None, Some(false)));
+        assert!(!resolve("chaos = true", Some(false), None), "the flag wins");
+        assert!(!resolve("chaos = false", None, None));
     }
 
     #[test]

@@ -2,12 +2,17 @@
 //! command line, and the benchmark tools. `main.rs` only parses and calls.
 
 pub mod app;
+pub mod audit;
 pub mod bench;
+pub mod chaos;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod demo;
 pub mod ops;
+pub mod reference;
 pub mod stores;
+pub mod stuck;
 pub mod telemetry;
 
 pub use app::{App, AppBuilder};

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use ordo_auth::{ClientStore, PgClientStore, SqliteClientStore};
+use ordo_auth::{ClientStore, PgClientStore, SessionStore, SqliteClientStore};
 use ordo_bus::{DeadLetterStore, OutboxStore};
 use ordo_delivery::{PgShipmentStore, ShipmentStore, SqliteShipmentStore};
 use ordo_http::idempotency_store::IdempotencyStore;
@@ -104,6 +104,10 @@ pub struct DeliveryStores {
 pub struct Stores {
     pub databases: Vec<DatabaseHandle>,
     pub clients: Arc<dyn ClientStore>,
+    /// Console sessions, in the same store as the clients.
+    pub sessions: Arc<dyn SessionStore>,
+    /// The audit log of admin actions, in the auth database.
+    pub audit: Arc<dyn ordo_auth::AuditStore>,
     pub dead_letters: Arc<dyn DeadLetterStore>,
     pub orders: Option<OrdersStores>,
     pub inventory: Option<InventoryStores>,
@@ -169,9 +173,13 @@ impl Stores {
         let bus = open("bus", &[ordo_sqlite::BUS_MIGRATIONS])?;
         databases.push(DatabaseHandle::Sqlite(auth.clone()));
         databases.push(DatabaseHandle::Sqlite(bus.clone()));
+        let audit = Arc::new(ordo_auth::SqliteAuditStore::new(auth.clone()));
+        let clients = Arc::new(SqliteClientStore::new(auth));
         Ok(Self {
             databases,
-            clients: Arc::new(SqliteClientStore::new(auth)),
+            clients: clients.clone(),
+            sessions: clients,
+            audit,
             dead_letters: Arc::new(SqliteDeadLetters::new(bus)),
             orders,
             inventory,
@@ -228,9 +236,13 @@ impl Stores {
             .chain([&auth, &bus])
             .map(|db| DatabaseHandle::Postgres(db.clone()))
             .collect();
+        let audit = Arc::new(ordo_auth::PgAuditStore::new(auth.clone()));
+        let clients = Arc::new(PgClientStore::new(auth));
         Ok(Self {
             databases,
-            clients: Arc::new(PgClientStore::new(auth)),
+            clients: clients.clone(),
+            sessions: clients,
+            audit,
             dead_letters: Arc::new(PgDeadLetters::new(bus)),
             orders: orders.map(|db| OrdersStores {
                 orders: Arc::new(PgOrderStore::new(db.clone())),

@@ -83,6 +83,89 @@ async fn health_metrics_and_the_api_description_are_served() {
 }
 
 #[tokio::test]
+async fn the_docs_are_served_by_the_binary_and_refer_to_no_other_host() {
+    let app = TestApp::spawn().await;
+    let docs = app.http.get(app.url("/docs")).send().await.unwrap();
+    assert_eq!(docs.status(), StatusCode::OK);
+    let header = |r: &reqwest::Response, name: &str| {
+        r.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    assert!(header(&docs, "content-type").starts_with("text/html"));
+    let csp = header(&docs, "content-security-policy");
+    assert!(
+        csp.contains("default-src 'self'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+    let page = docs.text().await.unwrap();
+
+    let spec: Value = app
+        .http
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let paths = spec["paths"].as_object().unwrap();
+    assert!(paths.len() > 10);
+    // The page's text, without its markup.
+    let mut text = String::new();
+    let mut in_tag = false;
+    for c in page.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => in_tag = false,
+            c if !in_tag => text.push(c),
+            _ => {}
+        }
+    }
+    for path in paths.keys() {
+        assert!(text.contains(path.as_str()), "{path} is on the page");
+    }
+    for name in spec["components"]["schemas"].as_object().unwrap().keys() {
+        assert!(page.contains(&format!(r#"id="schema-{name}""#)), "{name}");
+    }
+    for attr in ["href=\"", "src=\"", "action=\""] {
+        for value in page.split(attr).skip(1) {
+            let value = &value[..value.find('"').unwrap()];
+            assert!(
+                value.starts_with('#') || (value.starts_with('/') && !value.starts_with("//")),
+                "{attr}{value}: only this origin"
+            );
+        }
+    }
+    assert!(!page.contains(" style="), "no inline styles");
+    assert!(!page.contains("<script>"), "no inline scripts");
+
+    for (asset, kind) in [
+        ("/docs/reference.css", "text/css"),
+        ("/docs/reference.js", "text/javascript"),
+    ] {
+        assert!(page.contains(asset), "{asset} is linked");
+        let first = app.http.get(app.url(asset)).send().await.unwrap();
+        assert_eq!(first.status(), StatusCode::OK);
+        assert!(header(&first, "content-type").starts_with(kind));
+        assert!(header(&first, "cache-control").contains("max-age"));
+        let etag = header(&first, "etag");
+        assert!(etag.starts_with('"'), "{etag}");
+        assert!(!first.text().await.unwrap().is_empty());
+        let again = app
+            .http
+            .get(app.url(asset))
+            .header("If-None-Match", &etag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    }
+    app.assert_no_server_errors().await;
+}
+
+#[tokio::test]
 async fn the_command_line_migrates_shows_config_and_creates_clients() {
     let dir = tempfile::tempdir().unwrap();
     let migrated = cli(dir.path(), &["migrate"]);
@@ -93,11 +176,19 @@ async fn the_command_line_migrates_shows_config_and_creates_clients() {
         .arg(dir.path())
         .env("ORDO_LISTEN", "127.0.0.1:9999")
         .env("ORDO_COURIER_SIM", "2s")
+        .env("ORDO_CHAOS", "false")
         .output()
         .unwrap();
     let config: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(config["listen"], "127.0.0.1:9999");
     assert_eq!(config["courier_sim"], "2000ms");
+    assert_eq!(config["chaos"], false, "on with the demo unless told");
+    let chaos_flag = std::process::Command::new(env!("CARGO_BIN_EXE_ordo"))
+        .args(["config", "--no-demo", "--chaos"])
+        .output()
+        .unwrap();
+    let config: Value = serde_json::from_slice(&chaos_flag.stdout).unwrap();
+    assert_eq!(config["chaos"], true);
 
     let postgres = std::process::Command::new(env!("CARGO_BIN_EXE_ordo"))
         .args([
@@ -209,4 +300,255 @@ async fn a_restart_keeps_clients_orders_and_tokens() {
     ] {
         assert_eq!(body[field], order[field], "{field}");
     }
+}
+
+// --- Chaos controls ---------------------------------------------------------
+
+async fn chaos(
+    app: &TestApp,
+    token: &str,
+    method: reqwest::Method,
+    body: Option<Value>,
+) -> reqwest::Response {
+    let mut request = app
+        .http
+        .request(method, app.url("/v1/admin/chaos"))
+        .bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    request.send().await.unwrap()
+}
+
+async fn set_chaos(app: &TestApp, admin: &str, body: Value) -> Value {
+    let r = chaos(app, admin, reqwest::Method::PUT, Some(body)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    r.json().await.unwrap()
+}
+
+async fn metrics(app: &TestApp) -> String {
+    app.http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+fn gauge(metrics: &str, control: &str) -> f64 {
+    let prefix = format!("ordo_chaos_active{{control=\"{control}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no gauge for {control}: {metrics}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn chaos_controls_are_refused_unless_the_setting_enables_them() {
+    let app = TestApp::spawn_with(|b| b, |c| c.chaos = false).await;
+    let admin = app.token("admin").await;
+    let r = chaos(&app, &admin, reqwest::Method::GET, None).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let status: Value = r.json().await.unwrap();
+    assert_eq!(status["enabled"], false);
+    assert_eq!(status["active"], serde_json::json!([]));
+    assert_eq!(status["gateway_simulator"], true);
+    assert_eq!(
+        status["services"],
+        serde_json::json!(["orders", "inventory", "payments", "delivery"])
+    );
+
+    let body = serde_json::json!({"gateway": {"decline_percent": 100}});
+    let refused = common::problem(
+        chaos(&app, &admin, reqwest::Method::PUT, Some(body)).await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+    assert_eq!(refused["type"], "/problems/chaos-disabled");
+    assert!(
+        refused["detail"].as_str().unwrap().contains("--chaos"),
+        "{refused}"
+    );
+    common::problem(
+        chaos(&app, &admin, reqwest::Method::DELETE, None).await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+    let status: Value = chaos(&app, &admin, reqwest::Method::GET, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["state"]["gateway"]["decline_percent"], 0);
+
+    let metrics = metrics(&app).await;
+    assert!(metrics.contains("ordo_chaos_enabled 0"), "{metrics}");
+    assert_eq!(gauge(&metrics, "gateway_decline"), 0.0);
+}
+
+#[tokio::test]
+async fn declining_every_charge_cancels_orders_and_active_controls_show_in_the_metrics() {
+    let app = TestApp::spawn().await;
+    let admin = app.token("admin").await;
+    let customer = app.token("customer").await;
+    common::problem(
+        chaos(&app, &customer, reqwest::Method::GET, None).await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    common::problem(
+        chaos(&app, &customer, reqwest::Method::DELETE, None).await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+
+    let invalid = serde_json::json!({
+        "gateway": {"decline_percent": 60, "transient_percent": 50},
+        "paused": ["billing"],
+        "duplicate_percent": 101,
+    });
+    let problem = common::problem(
+        chaos(&app, &admin, reqwest::Method::PUT, Some(invalid)).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_eq!(
+        common::fields(&problem),
+        ["duplicate_percent", "gateway", "paused[0]"]
+    );
+
+    let status = set_chaos(
+        &app,
+        &admin,
+        serde_json::json!({"gateway": {"decline_percent": 100}, "duplicate_percent": 100}),
+    )
+    .await;
+    assert_eq!(
+        status["active"],
+        serde_json::json!([
+            "gateway: 100 % of charges are declined",
+            "bus: 100 % of deliveries duplicated"
+        ])
+    );
+    assert_eq!(status["state"]["gateway"]["transient_percent"], 0);
+    let metrics_now = metrics(&app).await;
+    assert!(
+        metrics_now.contains("ordo_chaos_enabled 1"),
+        "{metrics_now}"
+    );
+    assert_eq!(gauge(&metrics_now, "gateway_decline"), 1.0);
+    assert_eq!(gauge(&metrics_now, "bus_duplicate"), 1.0);
+    assert_eq!(gauge(&metrics_now, "gateway_transient"), 0.0);
+    assert_eq!(gauge(&metrics_now, "pause_payments"), 0.0);
+
+    let product = app.product_id(0).await;
+    let declined = app.create_order(&customer, &product, 1).await;
+    let declined = declined["id"].as_str().unwrap();
+    let order = app.wait_for_status(&customer, declined, "cancelled").await;
+    assert_eq!(order["cancellation_reason"], "payment_failed");
+
+    let r = chaos(&app, &admin, reqwest::Method::DELETE, None).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let status: Value = r.json().await.unwrap();
+    assert_eq!(status["active"], serde_json::json!([]));
+    assert_eq!(gauge(&metrics(&app).await, "gateway_decline"), 0.0);
+    let paid = app.create_order(&customer, &product, 1).await;
+    app.wait_for_status(&customer, paid["id"].as_str().unwrap(), "paid")
+        .await;
+    app.assert_invariants(&[ordo_orders::domain::OrderStatus::Paid])
+        .await;
+}
+
+#[tokio::test]
+async fn transient_failures_on_every_charge_fail_the_payment_once_its_retries_run_out() {
+    let app = TestApp::spawn().await;
+    let admin = app.token("admin").await;
+    let customer = app.token("customer").await;
+    set_chaos(
+        &app,
+        &admin,
+        serde_json::json!({"gateway": {"transient_percent": 100}}),
+    )
+    .await;
+    assert_eq!(gauge(&metrics(&app).await, "gateway_transient"), 1.0);
+    let order = app
+        .create_order(&customer, &app.product_id(0).await, 1)
+        .await;
+    let id = order["id"].as_str().unwrap();
+    let order = app.wait_for_status(&customer, id, "cancelled").await;
+    assert_eq!(order["cancellation_reason"], "payment_failed");
+    let payments: Value = app
+        .get(&customer, &format!("/v1/orders/{id}/payments"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let payment = &payments["items"][0];
+    assert_eq!(payment["status"], "failed", "{payments}");
+    assert_eq!(payment["failure_reason"], "gateway_unavailable");
+    assert_eq!(payment["captured"], "0.00");
+    app.assert_invariants(&[]).await;
+}
+
+#[tokio::test]
+async fn a_paused_service_holds_an_order_until_it_resumes_and_the_server_still_stops() {
+    let app = TestApp::spawn().await;
+    let admin = app.token("admin").await;
+    let customer = app.token("customer").await;
+    let status = set_chaos(&app, &admin, serde_json::json!({"paused": ["payments"]})).await;
+    assert_eq!(
+        status["active"],
+        serde_json::json!(["payments: consumers paused"])
+    );
+    assert_eq!(gauge(&metrics(&app).await, "pause_payments"), 1.0);
+
+    let product = app.product_id(0).await;
+    let order = app.create_order(&customer, &product, 1).await;
+    let id = order["id"].as_str().unwrap();
+    app.wait_for_status(&customer, id, "confirmed").await;
+    // Held: for a while, nothing charges it, and nothing fails.
+    let held_until = tokio::time::Instant::now() + std::time::Duration::from_millis(500);
+    while tokio::time::Instant::now() < held_until {
+        let order: Value = app
+            .get(&customer, &format!("/v1/orders/{id}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(order["status"], "confirmed");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let bus: Value = app
+        .get(&admin, "/v1/admin/outbox")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(bus["dead_lettered"], 0);
+
+    // Resumed by a state without the pause.
+    let status = set_chaos(&app, &admin, serde_json::json!({})).await;
+    assert_eq!(status["state"]["paused"], serde_json::json!([]));
+    app.wait_for_status(&customer, id, "paid").await;
+    app.wait_for_quiet_bus().await;
+    assert_eq!(
+        app.get(&admin, "/v1/admin/outbox")
+            .await
+            .json::<Value>()
+            .await
+            .unwrap()["failed_attempts"],
+        0
+    );
+
+    // A server with paused consumers and a held order stops all the same.
+    set_chaos(&app, &admin, serde_json::json!({"paused": ["orders"]})).await;
+    let held = app.create_order(&customer, &product, 1).await;
+    assert_eq!(held["status"], "pending");
+    tokio::time::timeout(std::time::Duration::from_secs(30), app.stop())
+        .await
+        .expect("the server stops while consumers are paused");
 }

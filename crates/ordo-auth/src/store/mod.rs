@@ -17,11 +17,23 @@ pub use sqlite::SqliteClientStore;
 /// no events).
 pub const MIGRATIONS: MigrationSet = MigrationSet {
     name: "auth",
-    migrations: &[Migration {
-        version: 1,
-        name: "api clients and signing keys",
-        sql: include_str!("../../migrations/sqlite/0001_clients.sql"),
-    }],
+    migrations: &[
+        Migration {
+            version: 1,
+            name: "api clients and signing keys",
+            sql: include_str!("../../migrations/sqlite/0001_clients.sql"),
+        },
+        Migration {
+            version: 2,
+            name: "console sessions",
+            sql: include_str!("../../migrations/sqlite/0002_console_sessions.sql"),
+        },
+        Migration {
+            version: 3,
+            name: "audit log",
+            sql: include_str!("../../migrations/sqlite/0003_audit.sql"),
+        },
+    ],
 };
 
 /// The PostgreSQL migrations of the `auth` schema: its own set only, no
@@ -29,11 +41,23 @@ pub const MIGRATIONS: MigrationSet = MigrationSet {
 /// takes it.
 pub const PG_MIGRATIONS: [MigrationSet; 1] = [MigrationSet {
     name: "auth",
-    migrations: &[Migration {
-        version: 1,
-        name: "api clients and signing keys",
-        sql: include_str!("../../migrations/postgres/0001_clients.sql"),
-    }],
+    migrations: &[
+        Migration {
+            version: 1,
+            name: "api clients and signing keys",
+            sql: include_str!("../../migrations/postgres/0001_clients.sql"),
+        },
+        Migration {
+            version: 2,
+            name: "console sessions",
+            sql: include_str!("../../migrations/postgres/0002_console_sessions.sql"),
+        },
+        Migration {
+            version: 3,
+            name: "audit log",
+            sql: include_str!("../../migrations/postgres/0003_audit.sql"),
+        },
+    ],
 }];
 
 #[derive(Clone, PartialEq, Eq)]
@@ -55,6 +79,38 @@ impl std::fmt::Debug for ApiClient {
             .field("revoked_at", &self.revoked_at)
             .finish_non_exhaustive()
     }
+}
+
+/// A signed-in console session, as stored: the token itself is never kept.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredSession {
+    /// SHA-256 of the cookie's token, hex.
+    pub token_hash: String,
+    pub client_id: ClientId,
+    pub csrf_token: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for StoredSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredSession")
+            .field("client_id", &self.client_id)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Console sessions, kept beside the clients they belong to.
+#[async_trait::async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    async fn insert_session(&self, session: StoredSession) -> Result<(), StoreError>;
+    /// The session with this token hash, expired or not.
+    async fn session(&self, token_hash: &str) -> Result<Option<StoredSession>, StoreError>;
+    /// Ends a session; ending an unknown one is not an error.
+    async fn delete_session(&self, token_hash: &str) -> Result<(), StoreError>;
+    /// Deletes the sessions that expired before `before`; how many.
+    async fn purge_sessions(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
 }
 
 #[async_trait::async_trait]

@@ -14,7 +14,7 @@ use ordo_kernel::{ClientId, StoreError};
 use ordo_postgres::{PgDatabase, Row, bad_value, store_error};
 use tokio_postgres::types::FromSql;
 
-use super::{ApiClient, ClientStore};
+use super::{ApiClient, ClientStore, SessionStore, StoredSession};
 
 pub struct PgClientStore {
     db: PgDatabase,
@@ -156,5 +156,80 @@ impl ClientStore for PgClientStore {
         .await
         .map_err(store_error)?;
         Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl SessionStore for PgClientStore {
+    async fn insert_session(&self, session: StoredSession) -> Result<(), StoreError> {
+        let conn = self.db.conn().await?;
+        let stmt = conn
+            .prepare_cached(
+                "INSERT INTO console_sessions (token_hash, client_id, csrf_token, created_at, expires_at)
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .await
+            .map_err(store_error)?;
+        conn.execute(
+            &stmt,
+            &[
+                &session.token_hash,
+                &session.client_id.to_string(),
+                &session.csrf_token,
+                &session.created_at,
+                &session.expires_at,
+            ],
+        )
+        .await
+        .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn session(&self, token_hash: &str) -> Result<Option<StoredSession>, StoreError> {
+        // The primary: a sign-out must end the session at once everywhere.
+        let conn = self.db.conn().await?;
+        let stmt = conn
+            .prepare_cached(
+                "SELECT token_hash, client_id, csrf_token, created_at, expires_at
+                 FROM console_sessions WHERE token_hash = $1",
+            )
+            .await
+            .map_err(store_error)?;
+        let Some(row) = conn
+            .query_opt(&stmt, &[&token_hash])
+            .await
+            .map_err(store_error)?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(StoredSession {
+            token_hash: col(&row, 0)?,
+            client_id: ClientId::parse(col(&row, 1)?)
+                .map_err(|_| bad_value("client id", "auth"))?,
+            csrf_token: col(&row, 2)?,
+            created_at: col(&row, 3)?,
+            expires_at: col(&row, 4)?,
+        }))
+    }
+
+    async fn delete_session(&self, token_hash: &str) -> Result<(), StoreError> {
+        let conn = self.db.conn().await?;
+        conn.execute(
+            "DELETE FROM console_sessions WHERE token_hash = $1",
+            &[&token_hash],
+        )
+        .await
+        .map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn purge_sessions(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let conn = self.db.conn().await?;
+        conn.execute(
+            "DELETE FROM console_sessions WHERE expires_at < $1",
+            &[&before],
+        )
+        .await
+        .map_err(store_error)
     }
 }

@@ -7,7 +7,7 @@ use ordo_kernel::{ClientId, StoreError};
 use ordo_sqlite::{Database, store_error, time};
 use rusqlite::{Row, params};
 
-use super::{ApiClient, ClientStore};
+use super::{ApiClient, ClientStore, SessionStore, StoredSession};
 
 pub struct SqliteClientStore {
     db: Database,
@@ -153,6 +153,95 @@ impl ClientStore for SqliteClientStore {
                 )
                 .map_err(store_error)?;
                 Ok(())
+            })
+            .await
+    }
+}
+
+#[async_trait::async_trait]
+impl SessionStore for SqliteClientStore {
+    async fn insert_session(&self, session: StoredSession) -> Result<(), StoreError> {
+        self.db
+            .write(move |tx| {
+                tx.execute(
+                    "INSERT INTO console_sessions (token_hash, client_id, csrf_token, created_at, expires_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![
+                        session.token_hash,
+                        session.client_id.to_string(),
+                        session.csrf_token,
+                        time::to_sql(session.created_at),
+                        time::to_sql(session.expires_at)
+                    ],
+                )
+                .map_err(store_error)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn session(&self, token_hash: &str) -> Result<Option<StoredSession>, StoreError> {
+        let token_hash = token_hash.to_owned();
+        let raw = self
+            .db
+            .read(move |conn| {
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT token_hash, client_id, csrf_token, created_at, expires_at
+                         FROM console_sessions WHERE token_hash = ?1",
+                    )
+                    .map_err(store_error)?;
+                let mut rows = stmt
+                    .query_map([token_hash], |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, String>(3)?,
+                            r.get::<_, String>(4)?,
+                        ))
+                    })
+                    .map_err(store_error)?;
+                rows.next().transpose().map_err(store_error)
+            })
+            .await?;
+        let Some((token_hash, client_id, csrf_token, created_at, expires_at)) = raw else {
+            return Ok(None);
+        };
+        Ok(Some(StoredSession {
+            token_hash,
+            client_id: ClientId::parse(&client_id).map_err(|_| {
+                StoreError::Other(anyhow::anyhow!("bad client id in console_sessions"))
+            })?,
+            csrf_token,
+            created_at: time::from_sql(&created_at)?,
+            expires_at: time::from_sql(&expires_at)?,
+        }))
+    }
+
+    async fn delete_session(&self, token_hash: &str) -> Result<(), StoreError> {
+        let token_hash = token_hash.to_owned();
+        self.db
+            .write(move |tx| {
+                tx.execute(
+                    "DELETE FROM console_sessions WHERE token_hash = ?1",
+                    [token_hash],
+                )
+                .map_err(store_error)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn purge_sessions(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.db
+            .write(move |tx| {
+                tx.execute(
+                    "DELETE FROM console_sessions WHERE expires_at < ?1",
+                    [time::to_sql(before)],
+                )
+                .map(|n| n as u64)
+                .map_err(store_error)
             })
             .await
     }

@@ -33,6 +33,11 @@ pub const MIGRATIONS: [MigrationSet; 2] = [
                 name: "cancellation requests",
                 sql: include_str!("../../migrations/sqlite/0002_cancellation_requests.sql"),
             },
+            Migration {
+                version: 3,
+                name: "live orders by the age of their status",
+                sql: include_str!("../../migrations/sqlite/0003_status_age.sql"),
+            },
         ],
     },
 ];
@@ -66,6 +71,11 @@ pub const PG_MIGRATIONS: [MigrationSet; 2] = [
                 name: "timeline",
                 sql: include_str!("../../migrations/postgres/0003_timeline.sql"),
             },
+            Migration {
+                version: 4,
+                name: "live orders by the age of their status",
+                sql: include_str!("../../migrations/postgres/0004_status_age.sql"),
+            },
         ],
     },
 ];
@@ -90,6 +100,12 @@ pub struct OrderFilter {
     /// object value is refused by both stores.
     pub attributes: serde_json::Map<String, serde_json::Value>,
 }
+
+/// The statuses an order leaves on its own (by an event), in the SQL of
+/// the partial index that serves [`OrderStore::unchanged_since`]. Each
+/// query repeats it, so that the planner sees the index applies whatever
+/// status is bound.
+const LIVE_STATUSES_SQL: &str = "('pending', 'confirmed', 'paid', 'shipped')";
 
 /// The refusal of an attribute filter value that is not a scalar.
 fn check_attribute_filter(
@@ -129,6 +145,16 @@ pub trait OrderStore: Send + Sync + 'static {
         key: &str,
     ) -> Result<Option<Order>, StoreError>;
     async fn list(&self, filter: OrderFilter, limit: usize) -> Result<Vec<Order>, StoreError>;
+    /// Orders in `status` whose status last changed before `changed_before`
+    /// (`updated_at`), the longest waiting first, at most `limit`. Only the
+    /// live statuses (pending, confirmed, paid, shipped) are indexed for
+    /// this; a final status finds nothing.
+    async fn unchanged_since(
+        &self,
+        status: OrderStatus,
+        changed_before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Order>, StoreError>;
     /// Saves a transitioned order with its events, if the stored version is
     /// still `expected_version` (else `Conflict`), and with the inbox entry
     /// of the event that caused it, if any.

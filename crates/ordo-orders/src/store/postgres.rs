@@ -35,7 +35,7 @@ use tokio_postgres::types::FromSql;
 use ulid::Ulid;
 
 use super::{
-    Applied, InboxKey, OrderFilter, OrderStore, TimelineAppend, TimelineEntry,
+    Applied, InboxKey, LIVE_STATUSES_SQL, OrderFilter, OrderStore, TimelineAppend, TimelineEntry,
     check_attribute_filter,
 };
 use crate::domain::{CatalogEntry, Order, OrderItem, OrderStatus};
@@ -396,6 +396,27 @@ fn list_query(filter: &OrderFilter, limit: usize) -> Result<(String, Vec<Param>)
     ))
 }
 
+/// The statement and parameters of [`OrderStore::unchanged_since`]: one
+/// range of the partial index `orders_live_since`, read in its order.
+fn unchanged_since_query(
+    status: OrderStatus,
+    changed_before: DateTime<Utc>,
+    limit: usize,
+) -> (String, Vec<Param>) {
+    (
+        format!(
+            "SELECT {ORDER_COLUMNS} FROM orders o
+             WHERE o.status = $1 AND o.status IN {LIVE_STATUSES_SQL} AND o.updated_at < $2
+             ORDER BY o.updated_at, o.id LIMIT $3"
+        ),
+        vec![
+            Box::new(status.as_str()),
+            Box::new(changed_before),
+            Box::new(i64::try_from(limit).unwrap_or(i64::MAX)),
+        ],
+    )
+}
+
 fn as_refs(params: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
     params
         .iter()
@@ -667,7 +688,7 @@ impl PgOrderStore {
                 },
             ),
         ];
-        cases
+        let mut probes = cases
             .into_iter()
             .map(|(name, filter)| {
                 // The routes ask for one more than a page, to know if
@@ -679,7 +700,23 @@ impl PgOrderStore {
                     params,
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        // The stuck-orders report: one query per live status, past its
+        // default threshold.
+        for (status, threshold) in [
+            (OrderStatus::Pending, chrono::Duration::minutes(1)),
+            (OrderStatus::Confirmed, chrono::Duration::minutes(2)),
+            (OrderStatus::Paid, chrono::Duration::minutes(15)),
+            (OrderStatus::Shipped, chrono::Duration::hours(2)),
+        ] {
+            let (sql, params) = unchanged_since_query(status, now - threshold, 101);
+            probes.push(Probe {
+                name: format!("GET /v1/admin/stuck-orders ({})", status.as_str()),
+                sql,
+                params,
+            });
+        }
+        Ok(probes)
     }
 }
 
@@ -829,6 +866,17 @@ impl OrderStore for PgOrderStore {
 
     async fn list(&self, filter: OrderFilter, limit: usize) -> Result<Vec<Order>, StoreError> {
         let (sql, params) = list_query(&filter, limit)?;
+        let conn = self.db.read_conn().await?;
+        query_orders(&conn, &sql, &as_refs(&params)).await
+    }
+
+    async fn unchanged_since(
+        &self,
+        status: OrderStatus,
+        changed_before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Order>, StoreError> {
+        let (sql, params) = unchanged_since_query(status, changed_before, limit);
         let conn = self.db.read_conn().await?;
         query_orders(&conn, &sql, &as_refs(&params)).await
     }

@@ -13,7 +13,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use rust_decimal::Decimal;
 
 use super::{
-    Applied, InboxKey, OrderFilter, OrderStore, TimelineAppend, TimelineEntry,
+    Applied, InboxKey, LIVE_STATUSES_SQL, OrderFilter, OrderStore, TimelineAppend, TimelineEntry,
     check_attribute_filter,
 };
 use crate::domain::{CatalogEntry, Order, OrderItem, OrderStatus};
@@ -314,6 +314,28 @@ impl OrderStore for SqliteOrderStore {
                     "SELECT {columns} FROM orders o {where_clause} ORDER BY o.id DESC LIMIT {limit}"
                 );
                 query_orders(conn, &sql, params_from_iter(values.iter()))
+            })
+            .await
+    }
+
+    async fn unchanged_since(
+        &self,
+        status: OrderStatus,
+        changed_before: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<Vec<Order>, StoreError> {
+        self.db
+            .read(move |conn| {
+                let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+                query_orders(
+                    conn,
+                    &format!(
+                        "SELECT {ORDER_COLUMNS} FROM orders
+                         WHERE status = ?1 AND status IN {LIVE_STATUSES_SQL} AND updated_at < ?2
+                         ORDER BY updated_at, id LIMIT ?3"
+                    ),
+                    params![status.as_str(), time::to_sql(changed_before), limit],
+                )
             })
             .await
     }

@@ -1,0 +1,15 @@
+-- Sessions of the web console, shared by every process so that any
+-- replica serves a signed-in operator. The cookie holds a random token;
+-- only its SHA-256 is kept, so the table alone opens no session. Read by
+-- primary key on every console request; each session has its own CSRF
+-- token, sent back with every form.
+CREATE TABLE console_sessions (
+    token_hash  TEXT PRIMARY KEY,
+    client_id   TEXT NOT NULL REFERENCES api_clients (id),
+    csrf_token  TEXT NOT NULL,
+    created_at  TIMESTAMPTZ NOT NULL,
+    expires_at  TIMESTAMPTZ NOT NULL
+);
+
+-- Expired sessions are deleted in expiry order.
+CREATE INDEX console_sessions_expiry ON console_sessions (expires_at);
