@@ -28,6 +28,20 @@ pub struct AuthState {
     pub clock: Arc<dyn Clock>,
 }
 
+impl AuthState {
+    /// [`AuthService::revoke_client`], and this process forgets at once
+    /// that the client was active.
+    pub async fn revoke_client(
+        &self,
+        principal: &Principal,
+        id: &str,
+    ) -> Result<ApiClient, ApiError> {
+        let client = self.service.revoke_client(principal, id).await?;
+        self.authenticator.forget(client.id);
+        Ok(client)
+    }
+}
+
 pub fn token_router(state: AuthState) -> OpenApiRouter {
     OpenApiRouter::new()
         .routes(routes!(token))
@@ -295,19 +309,10 @@ async fn create_client(
     principal: Principal,
     Json(body): Json<NewClient>,
 ) -> Result<Response, ApiError> {
-    principal.require(&[Role::Admin])?;
-    let name = body.name.unwrap_or_else(|| format!("{} client", body.role));
-    if name.trim().is_empty() || name.len() > 200 {
-        return Err(ApiError::field("name", "must be 1 to 200 characters"));
-    }
     let created = state
         .service
-        .create_client(body.role, name.trim())
-        .await
-        .map_err(|e| match e {
-            TokenError::Store(e) => ApiError::from(e),
-            other => ApiError::internal(anyhow::anyhow!(other.to_string())),
-        })?;
+        .create_client_as(&principal, body.role, body.name.as_deref())
+        .await?;
     let view = CreatedClientView {
         client_id: created.client.id,
         client_secret: created.secret,
@@ -330,33 +335,24 @@ async fn list_clients(
     State(state): State<AuthState>,
     principal: Principal,
 ) -> Result<axum::Json<ClientList>, ApiError> {
-    principal.require(&[Role::Admin])?;
-    let clients = state.service.store().list().await?;
+    let clients = state.service.clients(&principal).await?;
     Ok(axum::Json(ClientList {
         items: clients.iter().map(ClientView::from).collect(),
     }))
 }
 
-/// Revoke an API client (admin): its tokens stop working.
+/// Revoke an API client (admin): its tokens stop working. An admin
+/// cannot revoke the client it acts as (409).
 #[utoipa::path(post, path = "/v1/admin/clients/{id}/revoke", tag = "admin", security(("bearer" = [])),
     params(("id" = String, Path)),
-    responses((status = 200, body = ClientView), (status = 404, body = ordo_http::Problem)))]
+    responses((status = 200, body = ClientView), (status = 404, body = ordo_http::Problem),
+        (status = 409, description = "the admin's own client", body = ordo_http::Problem,
+            content_type = "application/problem+json")))]
 async fn revoke_client(
     State(state): State<AuthState>,
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<axum::Json<ClientView>, ApiError> {
-    principal.require(&[Role::Admin])?;
-    let id = ClientId::parse(&id).map_err(|_| ApiError::not_found("no such client"))?;
-    let client = state
-        .service
-        .store()
-        .revoke(id, state.clock.now())
-        .await
-        .map_err(|e| match e {
-            ordo_kernel::StoreError::NotFound => ApiError::not_found("no such client"),
-            other => other.into(),
-        })?;
-    state.authenticator.forget(id);
+    let client = state.revoke_client(&principal, &id).await?;
     Ok(axum::Json(ClientView::from(&client)))
 }

@@ -6,7 +6,7 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ordo_http::auth::{ClientDirectory, SigningKey};
-use ordo_http::{Jwt, Role};
+use ordo_http::{ApiError, Jwt, Principal, Role};
 use ordo_kernel::{ClientId, Clock, IdGen, StoreError};
 use rand::RngCore;
 
@@ -150,6 +150,60 @@ impl AuthService {
         self.store.insert(client.clone()).await?;
         tracing::info!(client_id = %client.id, role = %role, "api client created");
         Ok(CreatedClient { client, secret })
+    }
+
+    /// An admin creates a client: the rules of `POST /v1/admin/clients`,
+    /// which the console's form follows too. The name defaults to the
+    /// role's.
+    pub async fn create_client_as(
+        &self,
+        principal: &Principal,
+        role: Role,
+        name: Option<&str>,
+    ) -> Result<CreatedClient, ApiError> {
+        principal.require(&[Role::Admin])?;
+        let name = name.map_or_else(|| format!("{role} client"), |n| n.trim().to_owned());
+        if name.is_empty() || name.len() > 200 {
+            return Err(ApiError::field("name", "must be 1 to 200 characters"));
+        }
+        self.create_client(role, &name).await.map_err(|e| match e {
+            TokenError::Store(e) => ApiError::from(e),
+            other => ApiError::internal(anyhow::anyhow!(other.to_string())),
+        })
+    }
+
+    /// Every client, for an admin.
+    pub async fn clients(&self, principal: &Principal) -> Result<Vec<ApiClient>, ApiError> {
+        principal.require(&[Role::Admin])?;
+        Ok(self.store.list().await?)
+    }
+
+    /// An admin revokes a client: its tokens and sessions stop working.
+    /// An admin may not revoke the client it acts as: with no other admin
+    /// client left, no one could create one again but from the command
+    /// line.
+    pub async fn revoke_client(
+        &self,
+        principal: &Principal,
+        id: &str,
+    ) -> Result<ApiClient, ApiError> {
+        principal.require(&[Role::Admin])?;
+        let id = ClientId::parse(id).map_err(|_| ApiError::not_found("no such client"))?;
+        if id == principal.client_id {
+            return Err(ApiError::Conflict {
+                slug: "cannot-revoke-self",
+                detail: "an admin cannot revoke the client it is signed in as; sign in as \
+                         another admin client to revoke this one"
+                    .to_owned(),
+            });
+        }
+        self.store
+            .revoke(id, self.clock.now())
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound => ApiError::not_found("no such client"),
+                other => other.into(),
+            })
     }
 
     /// The client credentials grant: a token for a valid, active client.

@@ -19,6 +19,8 @@ struct Backend {
     _guard: Guard,
 }
 
+// Held only to be dropped after the store.
+#[allow(dead_code)]
 enum Guard {
     Sqlite(TempDir),
     Postgres(TestDatabase),

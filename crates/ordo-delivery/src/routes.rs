@@ -57,29 +57,52 @@ pub enum CourierEventType {
     Failed,
 }
 
+impl CourierEventType {
+    pub const ALL: [CourierEventType; 4] = [
+        Self::PickedUp,
+        Self::WaypointReached,
+        Self::Delivered,
+        Self::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PickedUp => "picked_up",
+            Self::WaypointReached => "waypoint_reached",
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
 /// What a courier reports. `waypoint`, `location` and `eta` go with
 /// `waypoint_reached`; `reason` with `failed`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CourierEventRequest {
     #[serde(rename = "type")]
-    event_type: CourierEventType,
+    pub event_type: CourierEventType,
     /// The waypoint reached: the next one of the route (1-based).
     #[schema(minimum = 1, example = 2)]
-    waypoint: Option<i64>,
+    pub waypoint: Option<i64>,
     /// Where the courier is; the waypoint's own location when absent.
-    location: Option<String>,
+    pub location: Option<String>,
     /// The courier's estimate of the delivery (RFC 3339).
     #[schema(example = "2026-11-20T15:30:00Z")]
-    eta: Option<String>,
+    pub eta: Option<String>,
     /// Why the shipment failed.
-    reason: Option<String>,
+    pub reason: Option<String>,
 }
 
 impl CourierEventRequest {
     /// Validates the shape of the event: everything but the shipment's
-    /// state.
-    fn validate(self) -> Result<CourierEvent, ApiError> {
+    /// state. The console reads its forms with this too, so both report
+    /// the same fields with the same messages.
+    pub fn validate(self) -> Result<CourierEvent, ApiError> {
         let mut errors = Vec::new();
         let only_for = |errors: &mut Vec<FieldError>, field: &str, present: bool, kind: &str| {
             if present {
@@ -369,4 +392,19 @@ async fn post_courier_event(
         .record_courier_event(&Actor::Client(principal), id, event, &context)
         .await?;
     Ok(axum::Json(view(&state, shipment).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_type_names_are_the_ones_the_api_reads() {
+        for t in CourierEventType::ALL {
+            let read: CourierEventType =
+                serde_json::from_value(serde_json::json!(t.as_str())).unwrap();
+            assert_eq!(read, t);
+            assert_eq!(CourierEventType::parse(t.as_str()), Some(t));
+        }
+    }
 }

@@ -126,6 +126,21 @@ impl DeliveryService {
         Ok(self.store.find_by_order(order).await?)
     }
 
+    /// Shipments still on their way, oldest first: the couriers' work
+    /// list, for couriers and admins.
+    pub async fn active_shipments(
+        &self,
+        caller: &Principal,
+        limit: usize,
+    ) -> Result<Vec<Shipment>, DeliveryError> {
+        if !matches!(caller.role, Role::Courier | Role::Admin) {
+            return Err(DeliveryError::Forbidden(
+                "only couriers and admins list the active shipments",
+            ));
+        }
+        Ok(self.store.active(limit).await?)
+    }
+
     /// What couriers reported about a shipment the caller may see.
     pub async fn courier_log(
         &self,

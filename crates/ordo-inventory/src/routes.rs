@@ -5,16 +5,15 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use ordo_bus::EventContext;
-use ordo_http::validate::text;
-use ordo_http::{ApiError, FieldError, Json, Principal, Query, RequestId, Role};
-use ordo_kernel::{ClientId, Currency, OrderId, ProductId, StoreError};
-use rust_decimal::Decimal;
+use ordo_http::{ApiError, Json, Principal, Query, RequestId};
+use ordo_kernel::{ClientId, Currency, OrderId, ProductId};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::catalog::Product;
+use crate::service::{ProductDraft, ProductEdit, StockEdit};
 use crate::stock::{Reservation, StockLevel};
 use crate::{CatalogError, InventoryService, ProductStore};
 
@@ -100,6 +99,19 @@ impl From<CatalogError> for ApiError {
         match err {
             CatalogError::Forbidden(why) => ApiError::Forbidden(why.to_owned()),
             CatalogError::NotFound => ApiError::not_found("no such product"),
+            CatalogError::Invalid(errors) => ApiError::validation(errors),
+            CatalogError::SkuTaken => ApiError::Conflict {
+                slug: "sku-taken",
+                detail: err.to_string(),
+            },
+            CatalogError::ChangedMeanwhile => ApiError::Conflict {
+                slug: "concurrent-change",
+                detail: err.to_string(),
+            },
+            CatalogError::InsufficientStock(detail) => ApiError::Conflict {
+                slug: "insufficient-stock",
+                detail,
+            },
             CatalogError::Store(e) => e.into(),
         }
     }
@@ -150,62 +162,13 @@ async fn get_product(
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<axum::Json<ProductView>, ApiError> {
-    let not_found = || ApiError::not_found("no such product");
-    let id = ProductId::parse(&id).map_err(|_| not_found())?;
-    let product = state.products.get(id).await.map_err(|e| match e {
-        StoreError::NotFound => not_found(),
-        other => other.into(),
-    })?;
-    if !product.active && principal.role != Role::Admin && principal.client_id != product.seller_id
-    {
-        return Err(not_found());
-    }
+    let product = state.service.product(&principal, parse_id(&id)?).await?;
     Ok(axum::Json(product.into()))
 }
 
-fn not_found() -> ApiError {
-    ApiError::not_found("no such product")
-}
-
-/// The product, if the caller may change it: its seller or an admin.
-async fn owned(
-    state: &InventoryState,
-    principal: &Principal,
-    id: &str,
-) -> Result<Product, ApiError> {
-    principal.require(&[Role::Seller, Role::Admin])?;
-    let id = ProductId::parse(id).map_err(|_| not_found())?;
-    let product = state.products.get(id).await.map_err(|e| match e {
-        StoreError::NotFound => not_found(),
-        other => other.into(),
-    })?;
-    if principal.role == Role::Seller && product.seller_id != principal.client_id {
-        // Another seller's product is none of this seller's business.
-        return Err(not_found());
-    }
-    Ok(product)
-}
-
-fn price(errors: &mut Vec<FieldError>, value: &str, currency: Option<Currency>) -> Option<Decimal> {
-    let parsed = value.trim().parse::<Decimal>().ok();
-    let Some(amount) = parsed else {
-        errors.push(FieldError::new(
-            "price",
-            "must be a decimal string such as \"9.99\"",
-        ));
-        return None;
-    };
-    if let Some(currency) = currency
-        && let Err(e) = currency.check_amount(amount)
-    {
-        errors.push(FieldError::new("price", e.to_string()));
-        return None;
-    }
-    if amount.is_zero() {
-        errors.push(FieldError::new("price", "must be more than zero"));
-        return None;
-    }
-    Some(amount)
+/// A malformed id names no product: the same answer as an unknown one.
+fn parse_id(id: &str) -> Result<ProductId, ApiError> {
+    ProductId::parse(id).map_err(|_| ApiError::not_found("no such product"))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -236,67 +199,19 @@ async fn create_product(
     RequestId(request_id): RequestId,
     Json(body): Json<NewProduct>,
 ) -> Result<Response, ApiError> {
-    principal.require(&[Role::Seller])?;
-    let mut errors = Vec::new();
-    let sku = text(&mut errors, "sku", &body.sku, 64);
-    let name = text(&mut errors, "name", &body.name, 200);
-    let currency = Currency::parse(&body.currency)
-        .map_err(|e| errors.push(FieldError::new("currency", e.to_string())))
-        .ok();
-    let amount = price(&mut errors, &body.price, currency);
-    let attributes = body.attributes.unwrap_or_else(|| serde_json::json!({}));
-    if !attributes.is_object() {
-        errors.push(FieldError::new("attributes", "must be a JSON object"));
-    }
-    let initial = body.initial_stock.unwrap_or(0);
-    if !(0..=1_000_000_000).contains(&initial) {
-        errors.push(FieldError::new(
-            "initial_stock",
-            "must be from 0 to 1000000000",
-        ));
-    }
-    let (Some(currency), Some(amount), true) = (currency, amount, errors.is_empty()) else {
-        return Err(ApiError::validation(errors));
-    };
-    let now = state.service.clock().now();
-    let product = Product {
-        id: ProductId::from_ulid(state.service.ids().ulid()),
-        sku,
-        name,
-        price: amount,
-        currency,
-        seller_id: principal.client_id,
-        attributes,
-        active: true,
-        version: 1,
-        created_at: now,
-        updated_at: now,
-        available: 0,
+    let draft = ProductDraft {
+        sku: body.sku,
+        name: body.name,
+        price: body.price,
+        currency: body.currency,
+        attributes: body.attributes,
+        initial_stock: body.initial_stock,
     };
     let context = EventContext::from_request(request_id);
-    let mut product = state
+    let product = state
         .service
-        .create_product(product, &context)
-        .await
-        .map_err(|e| match e {
-            StoreError::Conflict(_) => ApiError::Conflict {
-                slug: "sku-taken",
-                detail: "a product with this sku exists".to_owned(),
-            },
-            other => other.into(),
-        })?;
-    if initial > 0 {
-        product.available = state
-            .service
-            .adjust(
-                product.id,
-                initial,
-                "initial",
-                &principal.client_id.to_string(),
-            )
-            .await?
-            .available;
-    }
+        .create_product(&principal, draft, &context)
+        .await?;
     let location = format!("/v1/products/{}", product.id);
     Ok((
         StatusCode::CREATED,
@@ -329,43 +244,18 @@ async fn update_product(
     Path(id): Path<String>,
     Json(body): Json<ProductChange>,
 ) -> Result<axum::Json<ProductView>, ApiError> {
-    let mut product = owned(&state, &principal, &id).await?;
-    let mut errors = Vec::new();
-    if let Some(name) = &body.name {
-        product.name = text(&mut errors, "name", name, 200);
-    }
-    if let Some(p) = &body.price
-        && let Some(amount) = price(&mut errors, p, Some(product.currency))
-    {
-        product.price = amount;
-    }
-    if let Some(attributes) = body.attributes {
-        if attributes.is_object() {
-            product.attributes = attributes;
-        } else {
-            errors.push(FieldError::new("attributes", "must be a JSON object"));
-        }
-    }
-    if let Some(active) = body.active {
-        product.active = active;
-    }
-    if !errors.is_empty() {
-        return Err(ApiError::validation(errors));
-    }
+    let edit = ProductEdit {
+        name: body.name,
+        price: body.price,
+        attributes: body.attributes,
+        active: body.active,
+    };
     let context = EventContext::from_request(request_id);
     let product = state
         .service
-        .update_product(product, &context)
-        .await
-        .map_err(|e| match e {
-            StoreError::Conflict(_) => ApiError::Conflict {
-                slug: "concurrent-change",
-                detail: "the product changed meanwhile; read it again".to_owned(),
-            },
-            other => other.into(),
-        })?;
-    let fresh = state.products.get(product.id).await?;
-    Ok(axum::Json(fresh.into()))
+        .update_product(&principal, parse_id(&id)?, edit, &context)
+        .await?;
+    Ok(axum::Json(product.into()))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -407,42 +297,13 @@ async fn adjust_stock(
     Path(id): Path<String>,
     Json(body): Json<StockAdjustment>,
 ) -> Result<axum::Json<StockView>, ApiError> {
-    let product = owned(&state, &principal, &id).await?;
-    let mut errors = Vec::new();
-    if body.delta == 0 || body.delta.abs() > 1_000_000_000 {
-        errors.push(FieldError::new(
-            "delta",
-            "must be a non-zero whole number within ±1000000000",
-        ));
-    }
-    if !matches!(body.reason.as_str(), "restock" | "correction") {
-        errors.push(FieldError::new("reason", "must be restock or correction"));
-    } else if body.reason == "restock" && body.delta < 0 {
-        errors.push(FieldError::new(
-            "delta",
-            "a restock adds units; use a correction to remove them",
-        ));
-    }
-    if !errors.is_empty() {
-        return Err(ApiError::validation(errors));
-    }
-    let level = state
-        .service
-        .adjust(
-            product.id,
-            body.delta,
-            &body.reason,
-            &principal.client_id.to_string(),
-        )
-        .await
-        .map_err(|e| match e {
-            StoreError::Conflict(detail) => ApiError::Conflict {
-                slug: "insufficient-stock",
-                detail,
-            },
-            other => other.into(),
-        })?;
-    Ok(axum::Json(stock_view(product.id, level)))
+    let id = parse_id(&id)?;
+    let edit = StockEdit {
+        delta: body.delta,
+        reason: body.reason,
+    };
+    let level = state.service.adjust_stock(&principal, id, edit).await?;
+    Ok(axum::Json(stock_view(id, level)))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -489,13 +350,11 @@ async fn get_reservation(
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<axum::Json<ReservationView>, ApiError> {
-    principal.require(&[Role::Admin])?;
     let missing = || ApiError::not_found("no reservation for this order");
     let order = OrderId::parse(&id).map_err(|_| missing())?;
     let reservation = state
         .service
-        .stock()
-        .reservation(order)
+        .reservation(&principal, order)
         .await?
         .ok_or_else(missing)?;
     Ok(axum::Json(reservation.into()))

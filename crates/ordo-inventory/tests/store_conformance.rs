@@ -416,6 +416,45 @@ async fn levels_lists_every_product_in_id_order(b: Backend) {
     assert_eq!(got, ids);
 }
 
+async fn movements_list_a_products_adjustments_newest_first_up_to_the_limit(b: Backend) {
+    let p = stocked(&b, 0).await;
+    let other = stocked(&b, 9).await;
+    let start = now();
+    let at = |secs: i64| start + TimeDelta::seconds(secs);
+    let made = [
+        ("mov_1", 10, "initial", 0),
+        ("mov_2", -4, "correction", 1),
+        // Two at the same instant: the later movement id comes first.
+        ("mov_3", 5, "restock", 2),
+        ("mov_4", 1, "restock", 2),
+    ]
+    .map(|(id, delta, reason, secs)| Adjustment {
+        movement_id: format!("{id}_{p}"),
+        product: p,
+        delta,
+        reason: reason.to_owned(),
+        actor: "cli_seller".to_owned(),
+        at: at(secs),
+    });
+    for a in &made {
+        b.stock.adjust(a.clone()).await.unwrap();
+    }
+    // Refused: it would go below zero, so it is no movement.
+    let mut refused = adjustment(p, -100);
+    refused.at = at(3);
+    b.stock.adjust(refused).await.unwrap_err();
+
+    let newest_first: Vec<Adjustment> = made.iter().rev().cloned().collect();
+    assert_eq!(b.stock.movements(p, 10).await.unwrap(), newest_first);
+    assert_eq!(b.stock.movements(p, 2).await.unwrap(), newest_first[..2]);
+    assert!(b.stock.movements(p, 0).await.unwrap().is_empty());
+    let others = b.stock.movements(other, 10).await.unwrap();
+    assert_eq!(others.len(), 1);
+    assert_eq!((others[0].product, others[0].delta), (other, 9));
+    let unknown = ProductId::from_ulid(Ulid::new());
+    assert!(b.stock.movements(unknown, 10).await.unwrap().is_empty());
+}
+
 // --- Reservations -----------------------------------------------------------
 
 async fn a_reservation_holds_every_line_until_it_expires(b: Backend) {
@@ -840,6 +879,7 @@ on_both_backends!(
     a_repeated_movement_id_is_a_conflict,
     the_stock_of_an_unknown_product_is_not_found,
     levels_lists_every_product_in_id_order,
+    movements_list_a_products_adjustments_newest_first_up_to_the_limit,
     a_reservation_holds_every_line_until_it_expires,
     a_reservation_that_cannot_hold_every_line_holds_none,
     a_reservation_of_an_unknown_product_fails,

@@ -27,8 +27,8 @@ use utoipa_axum::routes;
 
 use crate::domain::{Order, OrderStatus, PricingError, RequestedLine};
 use crate::follow::{StatusSnapshot, Update, follow};
-use crate::service::{NewOrder, OrderError, OrdersService};
-use crate::store::{OrderFilter, TimelineEntry};
+use crate::service::{NewOrder, OrderError, OrdersService, Overview};
+use crate::store::{CountBucket, LatencyBucket, OrderFilter, TimelineEntry};
 
 /// Lines an order may hold.
 pub const MAX_LINES: usize = 100;
@@ -54,6 +54,7 @@ pub fn router(state: OrdersState) -> OpenApiRouter {
         .routes(routes!(get_order))
         .routes(routes!(get_timeline))
         .routes(routes!(order_events))
+        .routes(routes!(admin_overview))
         .with_state(state)
 }
 
@@ -566,10 +567,27 @@ fn client(errors: &mut Vec<FieldError>, field: &str, value: Option<&str>) -> Opt
     }
 }
 
-impl ListQuery {
-    fn filter(&self) -> Result<(OrderFilter, usize), ApiError> {
-        let mut errors = Vec::new();
-        let status = self.status.as_deref().and_then(|s| {
+/// The filters of an order list as they were given, text not yet parsed:
+/// the API's query parameters and the console's search form both go
+/// through [`ListFilterInput::parse`], so they take the same values and
+/// refuse the same ones, naming the same fields.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ListFilterInput<'a> {
+    pub status: Option<&'a str>,
+    pub customer: Option<&'a str>,
+    pub seller: Option<&'a str>,
+    /// RFC 3339.
+    pub created_from: Option<&'a str>,
+    pub created_to: Option<&'a str>,
+    /// `(attr.<key>, value)` pairs; any other name is refused as unknown.
+    pub attributes: &'a [(String, String)],
+}
+
+impl ListFilterInput<'_> {
+    /// The filter (without a cursor), each problem added to `errors` as a
+    /// field error.
+    pub fn parse(&self, errors: &mut Vec<FieldError>) -> OrderFilter {
+        let status = self.status.and_then(|s| {
             let parsed = OrderStatus::parse(s);
             if parsed.is_none() {
                 errors.push(FieldError::new(
@@ -579,7 +597,31 @@ impl ListQuery {
             }
             parsed
         });
-        let before = self.cursor.as_deref().and_then(|c| {
+        OrderFilter {
+            status,
+            customer: client(errors, "customer", self.customer),
+            seller: client(errors, "seller", self.seller),
+            created_from: instant(errors, "created_from", self.created_from),
+            created_to: instant(errors, "created_to", self.created_to),
+            before: None,
+            attributes: attribute_filters(errors, self.attributes),
+        }
+    }
+}
+
+impl ListQuery {
+    fn filter(&self) -> Result<(OrderFilter, usize), ApiError> {
+        let mut errors = Vec::new();
+        let mut filter = ListFilterInput {
+            status: self.status.as_deref(),
+            customer: self.customer.as_deref(),
+            seller: self.seller.as_deref(),
+            created_from: self.created_from.as_deref(),
+            created_to: self.created_to.as_deref(),
+            attributes: &self.rest.0,
+        }
+        .parse(&mut errors);
+        filter.before = self.cursor.as_deref().and_then(|c| {
             let decoded = URL_SAFE_NO_PAD
                 .decode(c)
                 .ok()
@@ -590,15 +632,6 @@ impl ListQuery {
             }
             decoded
         });
-        let filter = OrderFilter {
-            status,
-            customer: client(&mut errors, "customer", self.customer.as_deref()),
-            seller: client(&mut errors, "seller", self.seller.as_deref()),
-            created_from: instant(&mut errors, "created_from", self.created_from.as_deref()),
-            created_to: instant(&mut errors, "created_to", self.created_to.as_deref()),
-            before,
-            attributes: attribute_filters(&mut errors, &self.rest.0),
-        };
         let limit = match self.limit.as_deref().map(str::parse::<u32>) {
             None => 50,
             Some(Ok(n)) if n >= 1 => n.min(MAX_PAGE),
@@ -865,6 +898,114 @@ async fn order_events(
         futures::future::ready(event.map(Ok))
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(EVENTS_KEEP_ALIVE)))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CountView {
+    /// A status, or a cancellation reason.
+    #[schema(example = "paid")]
+    key: String,
+    count: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CountBucketView {
+    start: DateTime<Utc>,
+    count: u64,
+}
+
+impl From<CountBucket> for CountBucketView {
+    fn from(b: CountBucket) -> Self {
+        Self {
+            start: b.start,
+            count: b.count,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LatencyBucketView {
+    /// The bucket in which the step ended.
+    start: DateTime<Utc>,
+    count: u64,
+    p50_seconds: f64,
+    p95_seconds: f64,
+}
+
+impl From<LatencyBucket> for LatencyBucketView {
+    fn from(b: LatencyBucket) -> Self {
+        Self {
+            start: b.start,
+            count: b.count,
+            p50_seconds: b.p50_seconds,
+            p95_seconds: b.p95_seconds,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OverviewView {
+    at: DateTime<Utc>,
+    /// `by_status` and `cancellations` count the orders created since.
+    counts_since: DateTime<Utc>,
+    by_status: Vec<CountView>,
+    cancellations: Vec<CountView>,
+    /// The series start at this bucket edge.
+    series_since: DateTime<Utc>,
+    bucket_seconds: u64,
+    /// Orders created per bucket; the last bucket is still filling.
+    created: Vec<CountBucketView>,
+    create_to_paid: Vec<LatencyBucketView>,
+    paid_to_shipped: Vec<LatencyBucketView>,
+}
+
+impl From<Overview> for OverviewView {
+    fn from(o: Overview) -> Self {
+        Self {
+            at: o.at,
+            counts_since: o.counts_since,
+            by_status: o
+                .by_status
+                .into_iter()
+                .map(|(s, count)| CountView {
+                    key: s.as_str().to_owned(),
+                    count,
+                })
+                .collect(),
+            cancellations: o
+                .cancellations
+                .into_iter()
+                .map(|(key, count)| CountView { key, count })
+                .collect(),
+            series_since: o.series_since,
+            bucket_seconds: o.bucket.as_secs(),
+            created: o.created.into_iter().map(Into::into).collect(),
+            create_to_paid: o
+                .latencies
+                .create_to_paid
+                .into_iter()
+                .map(Into::into)
+                .collect(),
+            paid_to_shipped: o
+                .latencies
+                .paid_to_shipped
+                .into_iter()
+                .map(Into::into)
+                .collect(),
+        }
+    }
+}
+
+/// Orders of the last hour by status and cancellation reason, orders
+/// created per minute and the latencies of payment and shipping over the
+/// last 30 minutes (admin).
+#[utoipa::path(get, path = "/v1/admin/overview", tag = "admin", security(("bearer" = [])),
+    responses((status = 200, body = OverviewView), (status = 403, body = ordo_http::Problem)))]
+async fn admin_overview(
+    State(state): State<OrdersState>,
+    principal: Principal,
+) -> Result<axum::Json<OverviewView>, ApiError> {
+    Ok(axum::Json(state.service.overview(&principal).await?.into()))
 }
 
 #[cfg(test)]

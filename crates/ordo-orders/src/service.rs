@@ -15,7 +15,7 @@ use crate::domain::{
     self, CancellationReason, Order, OrderStatus, PricingError, Reaction, RequestedLine, SagaEvent,
     TransitionError,
 };
-use crate::store::{InboxKey, OrderFilter, OrderStore, TimelineEntry};
+use crate::store::{CountBucket, InboxKey, OrderFilter, OrderStore, StageLatencies, TimelineEntry};
 
 /// An order as the customer asked for it, validated in shape at the edge.
 #[derive(Debug, Clone)]
@@ -87,6 +87,45 @@ fn same_request(existing: &Order, new: &NewOrder) -> Result<(), OrderError> {
         Ok(())
     } else {
         Err(OrderError::KeyReused)
+    }
+}
+
+/// The window of the overview's counts by status and cancellations.
+pub const OVERVIEW_COUNTS_WINDOW: chrono::Duration = chrono::Duration::hours(1);
+/// The window of the overview's series, and their bucket.
+pub const OVERVIEW_SERIES_WINDOW: chrono::Duration = chrono::Duration::minutes(30);
+pub const OVERVIEW_BUCKET: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// What the admin overview shows: the orders of recent windows, counted
+/// by the store (each query bounded by its window).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Overview {
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// Counts and cancellations are of the orders created since then.
+    pub counts_since: chrono::DateTime<chrono::Utc>,
+    /// Every status, in the saga's order, with its count (zero included).
+    pub by_status: Vec<(OrderStatus, u64)>,
+    /// Cancelled orders by reason, the most frequent first.
+    pub cancellations: Vec<(String, u64)>,
+    /// The series start at this bucket edge.
+    pub series_since: chrono::DateTime<chrono::Utc>,
+    pub bucket: std::time::Duration,
+    /// Orders created per bucket, every bucket of the window (zero
+    /// included), the current one last and still filling.
+    pub created: Vec<CountBucket>,
+    pub latencies: StageLatencies,
+}
+
+impl Overview {
+    /// Orders per second over the last `buckets` complete buckets.
+    pub fn orders_per_second(&self, buckets: usize) -> f64 {
+        let complete = self.created.len().saturating_sub(1);
+        let taken = &self.created[complete.saturating_sub(buckets)..complete];
+        let seconds = taken.len() as f64 * self.bucket.as_secs_f64();
+        if seconds == 0.0 {
+            return 0.0;
+        }
+        taken.iter().map(|b| b.count as f64).sum::<f64>() / seconds
     }
 }
 
@@ -610,5 +649,56 @@ impl OrdersService {
     ) -> Result<Vec<TimelineEntry>, OrderError> {
         self.get(caller, id).await?;
         Ok(self.store.timeline(id).await?)
+    }
+
+    /// The admin overview of the last minutes (admins only).
+    pub async fn overview(&self, caller: &Principal) -> Result<Overview, OrderError> {
+        if caller.role != Role::Admin {
+            return Err(OrderError::Forbidden("only admins see the overview"));
+        }
+        let now = self.clock.now();
+        let counts_since = now - OVERVIEW_COUNTS_WINDOW;
+        let secs = i64::try_from(OVERVIEW_BUCKET.as_secs())
+            .unwrap_or(60)
+            .max(1);
+        let first = (now - OVERVIEW_SERIES_WINDOW).timestamp().div_euclid(secs);
+        let series_since = chrono::DateTime::from_timestamp(first * secs, 0).unwrap_or(now);
+        let (by_status, cancellations, created, latencies) = tokio::try_join!(
+            self.store.counts_by_status(counts_since),
+            self.store.cancellations_by_reason(counts_since),
+            self.store.created_per_bucket(series_since, OVERVIEW_BUCKET),
+            self.store.stage_latencies(series_since, OVERVIEW_BUCKET),
+        )?;
+        let by_status = OrderStatus::ALL
+            .into_iter()
+            .map(|status| {
+                let n = by_status
+                    .iter()
+                    .find(|(s, _)| *s == status)
+                    .map_or(0, |(_, n)| *n);
+                (status, n)
+            })
+            .collect();
+        let last = now.timestamp().div_euclid(secs);
+        let created = (first..=last)
+            .filter_map(|index| chrono::DateTime::from_timestamp(index * secs, 0))
+            .map(|start| CountBucket {
+                start,
+                count: created
+                    .iter()
+                    .find(|b| b.start == start)
+                    .map_or(0, |b| b.count),
+            })
+            .collect();
+        Ok(Overview {
+            at: now,
+            counts_since,
+            by_status,
+            cancellations,
+            series_since,
+            bucket: OVERVIEW_BUCKET,
+            created,
+            latencies,
+        })
     }
 }

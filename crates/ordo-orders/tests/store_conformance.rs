@@ -42,6 +42,9 @@ on_both_backends!(
     a_non_scalar_attribute_filter_is_refused,
     stuck_orders_are_those_unchanged_in_a_status_since_a_time_oldest_first,
     stuck_orders_are_bounded_and_never_final,
+    overview_counts_the_orders_of_its_window_by_status_and_reason,
+    overview_counts_orders_created_per_bucket,
+    overview_latencies_come_from_the_timeline_per_bucket_of_the_step,
 );
 
 fn at(ms: i64) -> DateTime<Utc> {
@@ -1303,5 +1306,167 @@ async fn stuck_orders_are_bounded_and_never_final(b: Backend) {
     assert_eq!(
         unchanged_since(&b, OrderStatus::Pending, late, 10).await,
         ids(&[&orders[1], &orders[2], &orders[3], &orders[4]])
+    );
+}
+
+// --- The admin overview ------------------------------------------------------
+
+async fn cancelled(b: &Backend, order: &Order, reason: ordo_orders::domain::CancellationReason) {
+    let next = order
+        .transition(
+            OrderStatus::Cancelled,
+            Some(reason),
+            order.updated_at + Duration::seconds(1),
+        )
+        .unwrap();
+    b.store
+        .save_transition(next, order.version, vec![], None)
+        .await
+        .unwrap();
+}
+
+/// `order`'s timeline gets an entry of `event_type` (`order.paid.v1`) at
+/// `at`.
+async fn step(b: &Backend, order: &Order, event_type: &str, at: DateTime<Utc>) {
+    let mut e = event(order, 1);
+    e.event_type = event_type.to_owned();
+    e.time = at;
+    b.store
+        .append_timeline(order.id, e.clone(), None, timeline_key(&e))
+        .await
+        .unwrap();
+}
+
+async fn overview_counts_the_orders_of_its_window_by_status_and_reason(b: Backend) {
+    use ordo_orders::domain::CancellationReason::{OutOfStock, PaymentFailed};
+    let t = base();
+    let seconds = Duration::seconds;
+    let make = |offset: i64| {
+        order_at(
+            client(),
+            vec![item(client(), 1, "1.00")],
+            t + seconds(offset),
+        )
+    };
+    let (a, c, d, e, f) = (make(10), make(70), make(80), make(90), make(100));
+    // Before the window: counted nowhere, though cancelled.
+    let old = make(-3600);
+    for o in [&a, &c, &d, &e, &f, &old] {
+        create(&b, o).await;
+    }
+    moved(&b, &c, OrderStatus::Confirmed, t + seconds(75)).await;
+    cancelled(&b, &d, OutOfStock).await;
+    cancelled(&b, &e, PaymentFailed).await;
+    cancelled(&b, &f, OutOfStock).await;
+    cancelled(&b, &old, PaymentFailed).await;
+
+    let mut counts = b.store.counts_by_status(t).await.unwrap();
+    counts.sort_by_key(|(s, _)| s.as_str());
+    assert_eq!(
+        counts,
+        [
+            (OrderStatus::Cancelled, 3),
+            (OrderStatus::Confirmed, 1),
+            (OrderStatus::Pending, 1)
+        ]
+    );
+    assert_eq!(
+        b.store.cancellations_by_reason(t).await.unwrap(),
+        [
+            ("out_of_stock".to_owned(), 2),
+            ("payment_failed".to_owned(), 1)
+        ],
+        "the most frequent first"
+    );
+    // The window's start is included, what came before is not.
+    let later = t + seconds(90);
+    assert_eq!(
+        b.store.counts_by_status(later).await.unwrap(),
+        [(OrderStatus::Cancelled, 2)]
+    );
+    assert_eq!(
+        b.store
+            .cancellations_by_reason(t + seconds(101))
+            .await
+            .unwrap(),
+        []
+    );
+}
+
+async fn overview_counts_orders_created_per_bucket(b: Backend) {
+    let t = base();
+    let minute = std::time::Duration::from_secs(60);
+    for offset in [-1, 0, 10, 59, 60, 61, 185] {
+        let o = order_at(
+            client(),
+            vec![item(client(), 1, "1.00")],
+            t + Duration::seconds(offset),
+        );
+        create(&b, &o).await;
+    }
+    let buckets = b.store.created_per_bucket(t, minute).await.unwrap();
+    let seen: Vec<(DateTime<Utc>, u64)> = buckets.iter().map(|b| (b.start, b.count)).collect();
+    assert_eq!(
+        seen,
+        [
+            (t, 3),
+            (t + Duration::seconds(60), 2),
+            (t + Duration::seconds(180), 1)
+        ],
+        "buckets begin at whole minutes; empty ones are left out"
+    );
+}
+
+async fn overview_latencies_come_from_the_timeline_per_bucket_of_the_step(b: Backend) {
+    let t = base();
+    let s = Duration::seconds;
+    let make = |offset: i64| order_at(client(), vec![item(client(), 1, "1.00")], t + s(offset));
+    let (p1, p2, p3, unpaid) = (make(0), make(10), make(20), make(25));
+    // Created before the window: left out, though paid within it.
+    let early = make(-10);
+    for o in [&p1, &p2, &p3, &unpaid, &early] {
+        create(&b, o).await;
+    }
+    step(&b, &p1, "order.paid.v1", t + s(30)).await;
+    step(&b, &p2, "order.paid.v1", t + s(50)).await;
+    step(&b, &p3, "order.paid.v1", t + s(80)).await;
+    step(&b, &early, "order.paid.v1", t + s(5)).await;
+    step(&b, &p1, "order.shipped.v1", t + s(90)).await;
+    step(&b, &p2, "order.shipped.v1", t + s(200)).await;
+    // Another step of the saga does not count.
+    step(&b, &unpaid, "order.confirmed.v1", t + s(26)).await;
+
+    let latencies = b
+        .store
+        .stage_latencies(t, std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    let summary =
+        |buckets: &[ordo_orders::store::LatencyBucket]| -> Vec<(DateTime<Utc>, u64, f64, f64)> {
+            buckets
+                .iter()
+                .map(|b| (b.start, b.count, b.p50_seconds, b.p95_seconds))
+                .collect()
+        };
+    let close = |got: Vec<(DateTime<Utc>, u64, f64, f64)>,
+                 want: Vec<(DateTime<Utc>, u64, f64, f64)>| {
+        assert_eq!(got.len(), want.len(), "{got:?} != {want:?}");
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!((g.0, g.1), (w.0, w.1), "{got:?} != {want:?}");
+            assert!(
+                (g.2 - w.2).abs() < 1e-6 && (g.3 - w.3).abs() < 1e-6,
+                "{got:?} != {want:?}"
+            );
+        }
+    };
+    // Paid after 30 s and 40 s in the first minute, 60 s in the second.
+    close(
+        summary(&latencies.create_to_paid),
+        vec![(t, 2, 35.0, 39.5), (t + s(60), 1, 60.0, 60.0)],
+    );
+    // Shipped 60 s after payment in the second minute, 150 s in the fourth.
+    close(
+        summary(&latencies.paid_to_shipped),
+        vec![(t + s(60), 1, 60.0, 60.0), (t + s(180), 1, 150.0, 150.0)],
     );
 }

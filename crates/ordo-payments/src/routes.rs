@@ -206,45 +206,54 @@ pub struct RefundBody {
 
 impl RefundBody {
     fn validate(self) -> Result<(RefundAmount, Option<String>), ApiError> {
-        let mut errors = Vec::new();
-        let amount = match self.amount.as_deref().map(str::trim) {
-            None => RefundAmount::Remainder,
-            Some(text) => match Decimal::from_str(text) {
-                Ok(amount) if amount > Decimal::ZERO => RefundAmount::Exactly(amount),
-                Ok(_) => {
-                    errors.push(ordo_http::FieldError::new(
-                        "amount",
-                        "must be greater than zero",
-                    ));
-                    RefundAmount::Remainder
-                }
-                Err(_) => {
-                    errors.push(ordo_http::FieldError::new(
-                        "amount",
-                        "must be a decimal string such as \"5.00\"",
-                    ));
-                    RefundAmount::Remainder
-                }
-            },
-        };
-        if let Some(reason) = &self.reason {
-            if reason.chars().count() > MAX_REASON {
+        refund_request(self.amount.as_deref(), self.reason)
+    }
+}
+
+/// A refund's amount and reason as given (the API's body, the console's
+/// form): no amount is whatever is left; each problem names its field.
+pub fn refund_request(
+    amount: Option<&str>,
+    reason: Option<String>,
+) -> Result<(RefundAmount, Option<String>), ApiError> {
+    let mut errors = Vec::new();
+    let amount = match amount.map(str::trim) {
+        None => RefundAmount::Remainder,
+        Some(text) => match Decimal::from_str(text) {
+            Ok(amount) if amount > Decimal::ZERO => RefundAmount::Exactly(amount),
+            Ok(_) => {
                 errors.push(ordo_http::FieldError::new(
-                    "reason",
-                    format!("must be at most {MAX_REASON} characters"),
+                    "amount",
+                    "must be greater than zero",
                 ));
-            } else if reason.chars().any(char::is_control) {
-                errors.push(ordo_http::FieldError::new(
-                    "reason",
-                    "must not contain control characters",
-                ));
+                RefundAmount::Remainder
             }
+            Err(_) => {
+                errors.push(ordo_http::FieldError::new(
+                    "amount",
+                    "must be a decimal string such as \"5.00\"",
+                ));
+                RefundAmount::Remainder
+            }
+        },
+    };
+    if let Some(reason) = &reason {
+        if reason.chars().count() > MAX_REASON {
+            errors.push(ordo_http::FieldError::new(
+                "reason",
+                format!("must be at most {MAX_REASON} characters"),
+            ));
+        } else if reason.chars().any(char::is_control) {
+            errors.push(ordo_http::FieldError::new(
+                "reason",
+                "must not contain control characters",
+            ));
         }
-        if errors.is_empty() {
-            Ok((amount, self.reason))
-        } else {
-            Err(ApiError::validation(errors))
-        }
+    }
+    if errors.is_empty() {
+        Ok((amount, reason))
+    } else {
+        Err(ApiError::validation(errors))
     }
 }
 

@@ -1050,6 +1050,21 @@ impl PaymentsService {
         Ok(vec![PaymentRecord { payment, refunds }])
     }
 
+    /// Every gateway call made for a payment, in order (admins only): the
+    /// operations view of a payment.
+    pub async fn attempts(
+        &self,
+        caller: &Principal,
+        payment: PaymentId,
+    ) -> Result<Vec<domain::Attempt>, PaymentError> {
+        if caller.role != Role::Admin {
+            return Err(PaymentError::Forbidden(
+                "only an admin sees a payment's gateway calls",
+            ));
+        }
+        Ok(self.store.attempts(payment).await?)
+    }
+
     /// What the order's payment moved, for the invariant checker.
     pub async fn totals(&self, order: OrderId) -> Result<Option<PaymentTotals>, PaymentError> {
         Ok(self.store.totals(order).await?)

@@ -55,7 +55,7 @@ use crate::stuck::StuckOrders;
         (name = "catalog", description = "Products, stock and reservations"),
         (name = "payments", description = "Payments and refunds"),
         (name = "delivery", description = "Shipments and courier events"),
-        (name = "admin", description = "API clients, dead letters, outbox"),
+        (name = "admin", description = "API clients, dead letters, outbox, stuck orders, audit log"),
     )
 )]
 struct ApiDoc;
@@ -367,7 +367,7 @@ impl AppBuilder {
             ))
             .layer(from_fn_with_state(authenticator, require_auth));
         let (api_router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
-            .merge(ordo_auth::token_router(auth_state))
+            .merge(ordo_auth::token_router(auth_state.clone()))
             .merge(authenticated)
             .split_for_parts();
         let openapi_json = api
@@ -387,6 +387,12 @@ impl AppBuilder {
                     .display()
                     .to_string()
             }),
+            chaos: Some(chaos.clone()),
+            stuck: stuck_orders.clone(),
+            ops: Some(ops_state.clone()),
+            auth: Some(auth_state),
+            audit: Some(audit_log.clone()),
+            gateway: payments.as_ref().map(|(_, gateway)| gateway.clone()),
         });
 
         let request_timeout = config.request_timeout;

@@ -13,6 +13,7 @@ use axum::response::Response;
 use chrono::{DateTime, Utc};
 use ordo_auth::{AuditEntry, AuditLog, NewAuditEntry};
 use ordo_http::{ApiError, Principal, Query, RequestId, Role};
+use ordo_kernel::ClientId;
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 use utoipa::{IntoParams, ToSchema};
@@ -23,8 +24,7 @@ use utoipa_axum::routes;
 /// (any method but GET, HEAD and OPTIONS): the action is the method and
 /// the matched route template, the target the concrete path, the outcome
 /// the status answered. Runs inside the authentication layer, which puts
-/// the [`Principal`] in the request. A failure to record is logged, not
-/// answered: the action itself already happened.
+/// the [`Principal`] in the request.
 pub async fn record_admin_requests(
     State(log): State<Arc<AuditLog>>,
     req: Request,
@@ -44,20 +44,39 @@ pub async fn record_admin_requests(
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| path.clone(), |m| m.as_str().to_owned());
-    let action = format!("{} {route}", req.method());
+    let method = req.method().clone();
     let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone());
     let response = next.run(req).await;
+    let status = response.status().as_u16();
+    record_as_api(&log, actor, &method, &route, path, status, request_id).await;
+    response
+}
+
+/// Records an admin action under the name of the API request that does
+/// it, also when it was done through a console form: the action is the
+/// method and route template, the target the concrete path, the status
+/// what the API answered (or would have). The log then reads alike
+/// whichever way the admin acted. A failure to record is logged, not
+/// answered: the action itself already happened.
+pub async fn record_as_api(
+    log: &AuditLog,
+    actor: ClientId,
+    method: &Method,
+    route: &str,
+    path: String,
+    status: u16,
+    request_id: Option<String>,
+) {
     let entry = NewAuditEntry {
         actor,
-        action,
+        action: format!("{method} {route}"),
         target: path,
-        status: response.status().as_u16(),
+        status,
         request_id,
     };
     if let Err(err) = log.record(entry).await {
         warn!(error = %err, "an admin action was not recorded in the audit log");
     }
-    response
 }
 
 pub fn admin_router(log: Arc<AuditLog>) -> OpenApiRouter {

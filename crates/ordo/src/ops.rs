@@ -219,6 +219,43 @@ pub async fn metrics(State(state): State<OpsState>) -> Response {
         .into_response()
 }
 
+impl OpsState {
+    /// Dead letters, newest first, at most `limit` (1 to 1000), for an
+    /// admin.
+    pub async fn list_dead_letters(
+        &self,
+        principal: &Principal,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, ApiError> {
+        principal.require(&[Role::Admin])?;
+        Ok(self.dead_letters.list(limit.clamp(1, 1000)).await?)
+    }
+
+    /// An admin asks for a dead letter to be delivered to its consumer
+    /// again; the replayer is woken to do it now. A letter is replayed once.
+    pub async fn replay_dead_letter(
+        &self,
+        principal: &Principal,
+        id: &str,
+    ) -> Result<DeadLetter, ApiError> {
+        principal.require(&[Role::Admin])?;
+        let letter = self
+            .dead_letters
+            .request_replay(id)
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound => ApiError::not_found("no such dead letter"),
+                StoreError::Conflict(_) => ApiError::Conflict {
+                    slug: "already-replayed",
+                    detail: "this dead letter was already replayed".to_owned(),
+                },
+                other => other.into(),
+            })?;
+        self.bus.wake_replayer();
+        Ok(letter)
+    }
+}
+
 pub fn admin_router(state: OpsState) -> OpenApiRouter {
     OpenApiRouter::new()
         .routes(routes!(list_dead_letters))
@@ -280,9 +317,8 @@ async fn list_dead_letters(
     principal: Principal,
     Query(q): Query<DeadLetterQuery>,
 ) -> Result<axum::Json<DeadLetterList>, ApiError> {
-    principal.require(&[Role::Admin])?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000) as usize;
-    let letters = state.dead_letters.list(limit).await?;
+    let limit = q.limit.unwrap_or(100) as usize;
+    let letters = state.list_dead_letters(&principal, limit).await?;
     Ok(axum::Json(DeadLetterList {
         items: letters.into_iter().map(DeadLetterView::from).collect(),
     }))
@@ -298,20 +334,7 @@ async fn replay_dead_letter(
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    principal.require(&[Role::Admin])?;
-    let letter = state
-        .dead_letters
-        .request_replay(&id)
-        .await
-        .map_err(|e| match e {
-            StoreError::NotFound => ApiError::not_found("no such dead letter"),
-            StoreError::Conflict(_) => ApiError::Conflict {
-                slug: "already-replayed",
-                detail: "this dead letter was already replayed".to_owned(),
-            },
-            other => other.into(),
-        })?;
-    state.bus.wake_replayer();
+    let letter = state.replay_dead_letter(&principal, &id).await?;
     Ok((
         StatusCode::ACCEPTED,
         axum::Json(DeadLetterView::from(letter)),
@@ -321,26 +344,63 @@ async fn replay_dead_letter(
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct OutboxStatus {
-    service: String,
-    backlog: u64,
+    pub service: String,
+    pub backlog: u64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ConsumerStatus {
-    name: String,
+    pub name: String,
     /// Events not yet handed over or not yet acknowledged (distributed
     /// mode; in embedded mode the outbox backlog is the lag).
-    lag: Option<u64>,
+    pub lag: Option<u64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BusStatus {
-    outboxes: Vec<OutboxStatus>,
-    consumers: Vec<ConsumerStatus>,
-    delivered: u64,
-    failed_attempts: u64,
-    dead_lettered: u64,
-    replayed: u64,
+    pub outboxes: Vec<OutboxStatus>,
+    pub consumers: Vec<ConsumerStatus>,
+    pub delivered: u64,
+    pub failed_attempts: u64,
+    pub dead_lettered: u64,
+    pub replayed: u64,
+}
+
+impl OpsState {
+    /// Outbox backlog per service, the lag of this process's consumers and
+    /// what they did (admins only): the API's and the console's view.
+    pub async fn bus_status(&self, principal: &Principal) -> Result<BusStatus, ApiError> {
+        principal.require(&[Role::Admin])?;
+        let mut outboxes = Vec::new();
+        for outbox in &self.outboxes {
+            outboxes.push(OutboxStatus {
+                service: outbox.service().to_owned(),
+                backlog: outbox.backlog().await?,
+            });
+        }
+        let mut consumers = Vec::new();
+        for name in self.bus.consumer_names() {
+            let lag = match &self.broker {
+                Some(broker) => Some(
+                    broker
+                        .consumer_lag(&name)
+                        .await
+                        .map_err(ApiError::internal)?,
+                ),
+                None => None,
+            };
+            consumers.push(ConsumerStatus { name, lag });
+        }
+        let stats = self.bus.stats();
+        Ok(BusStatus {
+            outboxes,
+            consumers,
+            delivered: stats.delivered.load(Ordering::Relaxed),
+            failed_attempts: stats.failed_attempts.load(Ordering::Relaxed),
+            dead_lettered: stats.dead_lettered.load(Ordering::Relaxed),
+            replayed: stats.replayed.load(Ordering::Relaxed),
+        })
+    }
 }
 
 /// Outbox backlog per service, the lag of this process's consumers and
@@ -351,34 +411,5 @@ async fn outbox_status(
     State(state): State<OpsState>,
     principal: Principal,
 ) -> Result<axum::Json<BusStatus>, ApiError> {
-    principal.require(&[Role::Admin])?;
-    let mut outboxes = Vec::new();
-    for outbox in &state.outboxes {
-        outboxes.push(OutboxStatus {
-            service: outbox.service().to_owned(),
-            backlog: outbox.backlog().await?,
-        });
-    }
-    let mut consumers = Vec::new();
-    for name in state.bus.consumer_names() {
-        let lag = match &state.broker {
-            Some(broker) => Some(
-                broker
-                    .consumer_lag(&name)
-                    .await
-                    .map_err(ApiError::internal)?,
-            ),
-            None => None,
-        };
-        consumers.push(ConsumerStatus { name, lag });
-    }
-    let stats = state.bus.stats();
-    Ok(axum::Json(BusStatus {
-        outboxes,
-        consumers,
-        delivered: stats.delivered.load(Ordering::Relaxed),
-        failed_attempts: stats.failed_attempts.load(Ordering::Relaxed),
-        dead_lettered: stats.dead_lettered.load(Ordering::Relaxed),
-        replayed: stats.replayed.load(Ordering::Relaxed),
-    }))
+    Ok(axum::Json(state.bus_status(&principal).await?))
 }

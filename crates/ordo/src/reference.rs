@@ -375,7 +375,7 @@ fn operation(doc: &Doc<'_>, op: &Operation<'_>) -> Markup {
             (security(doc, o))
             @if !params.is_empty() {
                 h4 { "Parameters" }
-                div.table-wrap tabindex="0" role="region" aria-label={ "Parameters of " (op.path) } {
+                div.table-wrap {
                     table.params {
                         thead { tr { th scope="col" { "Name" } th scope="col" { "In" } th scope="col" { "Type" } th scope="col" { "Description" } } }
                         tbody {
@@ -388,8 +388,8 @@ fn operation(doc: &Doc<'_>, op: &Operation<'_>) -> Markup {
                                             " " span.required title="required" { "required" }
                                         }
                                     }
-                                    td { (str_at(Some(p), "in").unwrap_or("")) }
-                                    td { (type_label(doc, schema)) }
+                                    td.in { (str_at(Some(p), "in").unwrap_or("")) }
+                                    td.type-cell { (type_label(schema)) }
                                     td {
                                         @if let Some(d) = p.get("description").and_then(Value::as_str) { (prose(d)) }
                                         (facts(doc, schema))
@@ -476,7 +476,7 @@ fn request_body(doc: &Doc<'_>, body: &Value) -> Markup {
         @for (media, m) in content.into_iter().flatten() {
             @let schema = m.get("schema").unwrap_or(&Value::Null);
             div.media {
-                p { code.media-type { (media) } " " (type_label(doc, schema)) }
+                p { code.media-type { (media) } " " (type_label(schema)) }
                 (schema_body(doc, doc.resolve(schema), 0))
                 @let example = m.get("example").cloned().unwrap_or_else(|| example_of(doc, schema, 0));
                 @if !example.is_null() {
@@ -496,7 +496,7 @@ fn responses(doc: &Doc<'_>, op: &Value) -> Markup {
     };
     html! {
         h4 { "Responses" }
-        div.table-wrap tabindex="0" role="region" aria-label="Responses" {
+        div.table-wrap {
             table.responses {
                 thead { tr { th scope="col" { "Status" } th scope="col" { "Description" } th scope="col" { "Body" } } }
                 tbody {
@@ -516,7 +516,7 @@ fn responses(doc: &Doc<'_>, op: &Value) -> Markup {
                                         @for (i, (name, h)) in headers.iter().enumerate() {
                                             @if i > 0 { ", " }
                                             code { (name) }
-                                            @if let Some(s) = h.get("schema") { " " (type_label(doc, s)) }
+                                            @if let Some(s) = h.get("schema") { " " (type_label(s)) }
                                         }
                                     }
                                 }
@@ -527,7 +527,7 @@ fn responses(doc: &Doc<'_>, op: &Value) -> Markup {
                                         @for (media, m) in content {
                                             div.media-line {
                                                 code.media-type { (media) }
-                                                @if let Some(s) = m.get("schema") { " " (type_label(doc, s)) }
+                                                @if let Some(s) = m.get("schema") { " " (type_label(s)) }
                                             }
                                         }
                                     }
@@ -634,7 +634,7 @@ fn schema_section(
         article.schema #(anchor) aria-labelledby={ (anchor) "-title" } {
             h3 #{ (anchor) "-title" } {
                 code { (name) }
-                " " span.schema-type { (type_label(doc, schema)) }
+                " " span.schema-type { (type_label(schema)) }
                 a.anchor href={ "#" (anchor) } aria-label="Link to this schema" { "#" }
             }
             @if let Some(d) = schema.get("description").and_then(Value::as_str) { (prose(d)) }
@@ -677,7 +677,7 @@ fn schema_body(doc: &Doc<'_>, schema: &Value, depth: usize) -> Markup {
     if !props.is_empty() {
         let closed = schema.get("additionalProperties") == Some(&Value::Bool(false));
         return html! {
-            div.table-wrap tabindex="0" role="region" aria-label="Fields" {
+            div.table-wrap {
                 table.fields {
                     thead { tr { th scope="col" { "Field" } th scope="col" { "Type" } th scope="col" { "Description" } } }
                     tbody {
@@ -687,7 +687,7 @@ fn schema_body(doc: &Doc<'_>, schema: &Value, depth: usize) -> Markup {
                                     code { (name) }
                                     @if required.contains(name.as_str()) { " " span.required title="required" { "required" } }
                                 }
-                                td { (type_label(doc, prop)) }
+                                td.type-cell { (type_label(prop)) }
                                 td {
                                     @if let Some(d) = prop.get("description").and_then(Value::as_str) { (prose(d)) }
                                     (facts(doc, prop))
@@ -702,7 +702,42 @@ fn schema_body(doc: &Doc<'_>, schema: &Value, depth: usize) -> Markup {
             @if closed { p.muted.closed { "No other fields are accepted." } }
         };
     }
-    html! {}
+    let variants: Vec<&Value> = ["oneOf", "anyOf"]
+        .iter()
+        .filter_map(|key| schema.get(*key).and_then(Value::as_array))
+        .flatten()
+        .filter(|v| v.get("$ref").is_none() && !is_null_type(v))
+        .filter(|v| !object_fields(doc, v).0.is_empty())
+        .collect();
+    html! {
+        @for (i, variant) in variants.iter().enumerate() {
+            div.variant {
+                p.variant-title {
+                    @match discriminator(variant) {
+                        Some((field, value)) => { "When " code { (field) } " is " code { (value) } }
+                        None => { "Shape " (i + 1) }
+                    }
+                }
+                @if let Some(d) = variant.get("description").and_then(Value::as_str) { (prose(d)) }
+                (schema_body(doc, variant, depth + 1))
+            }
+        }
+    }
+}
+
+/// The field that tells an alternative from the others: one that can hold
+/// a single value (serde's tagged enums).
+fn discriminator(variant: &Value) -> Option<(&str, String)> {
+    let props = variant.get("properties")?.as_object()?;
+    props.iter().find_map(|(name, p)| {
+        let value = p.get("const").or_else(|| {
+            p.get("enum")
+                .and_then(Value::as_array)
+                .filter(|e| e.len() == 1)
+                .and_then(|e| e.first())
+        })?;
+        Some((name.as_str(), scalar(value)))
+    })
 }
 
 /// For an inline array, its item schema; otherwise the schema itself.
@@ -760,11 +795,11 @@ fn collect_fields<'a>(
 
 /// A short type: `string (date-time)`, a link to a named schema,
 /// `array of …`, alternatives, with `| null` when it may be null.
-fn type_label(doc: &Doc<'_>, schema: &Value) -> Markup {
-    type_label_at(doc, schema, 0)
+fn type_label(schema: &Value) -> Markup {
+    type_label_at(schema, 0)
 }
 
-fn type_label_at(doc: &Doc<'_>, schema: &Value, depth: usize) -> Markup {
+fn type_label_at(schema: &Value, depth: usize) -> Markup {
     if depth > MAX_DEPTH {
         return html! { span.type { "…" } };
     }
@@ -776,11 +811,23 @@ fn type_label_at(doc: &Doc<'_>, schema: &Value, depth: usize) -> Markup {
         if let Some(parts) = schema.get(key).and_then(Value::as_array) {
             let nullable = parts.iter().any(is_null_type);
             let parts: Vec<&Value> = parts.iter().filter(|p| !is_null_type(p)).collect();
+            let shapes = parts
+                .iter()
+                .filter(|p| p.get("properties").is_some())
+                .count();
+            if key != "allOf" && shapes > 1 {
+                return html! {
+                    span.type {
+                        "one of " (parts.len()) " shapes"
+                        @if nullable { span.null { " | null" } }
+                    }
+                };
+            }
             return html! {
                 span.type {
                     @for (i, part) in parts.iter().enumerate() {
                         @if i > 0 { (sep) }
-                        (type_label_at(doc, part, depth + 1))
+                        (type_label_at(part, depth + 1))
                     }
                     @if nullable { span.null { " | null" } }
                 }
@@ -801,12 +848,12 @@ fn type_label_at(doc: &Doc<'_>, schema: &Value, depth: usize) -> Markup {
                 @match *t {
                     "array" => {
                         "array of "
-                        (schema.get("items").map(|items| type_label_at(doc, items, depth + 1)).unwrap_or_else(|| html! { "any" }))
+                        (schema.get("items").map(|items| type_label_at(items, depth + 1)).unwrap_or_else(|| html! { "any" }))
                     }
                     "object" => {
                         @match schema.get("additionalProperties") {
                             Some(extra) if extra.is_object() && schema.get("properties").is_none() => {
-                                "map of string → " (type_label_at(doc, extra, depth + 1))
+                                "map of string → " (type_label_at(extra, depth + 1))
                             }
                             _ => { "object" }
                         }
@@ -849,7 +896,11 @@ fn facts(doc: &Doc<'_>, schema: &Value) -> Markup {
     } else {
         schema
     };
-    if let Some(values) = target.get("enum").and_then(Value::as_array) {
+    if let Some(values) = target
+        .get("enum")
+        .and_then(Value::as_array)
+        .filter(|e| e.len() > 1)
+    {
         items.push(html! {
             "One of: "
             @for (i, v) in values.iter().enumerate() {
@@ -858,7 +909,12 @@ fn facts(doc: &Doc<'_>, schema: &Value) -> Markup {
             }
         });
     }
-    if let Some(v) = target.get("const") {
+    let single = target
+        .get("enum")
+        .and_then(Value::as_array)
+        .filter(|e| e.len() == 1)
+        .and_then(|e| e.first());
+    if let Some(v) = target.get("const").or(single) {
         items.push(html! { "Always " code { (scalar(v)) } });
     }
     let bound = |key: &str| target.get(key).map(compact);
@@ -1365,6 +1421,29 @@ mod tests {
         let kind = &html[html.find(r#"id="schema-Kind""#).unwrap()..];
         assert!(kind.contains(r##"Part of <a href="#schema-Item">"##));
         assert!(item.contains(r##"Used by <a href="#op-get_item">"##));
+    }
+
+    #[test]
+    fn tagged_alternatives_show_each_shape() {
+        let mut doc = sample();
+        doc["components"]["schemas"]["Cause"] = json!({
+            "description": "Why.",
+            "oneOf": [
+                {"type": "object", "required": ["kind", "ids"], "properties": {
+                    "kind": {"type": "string", "enum": ["dead_letter"]},
+                    "ids": {"type": "array", "items": {"type": "string"}}}},
+                {"type": "object", "required": ["kind"], "properties": {
+                    "kind": {"type": "string", "enum": ["breaker_open"]},
+                    "breaker": {"type": "string", "description": "open or half_open."}}}
+            ]
+        });
+        let html = page(&doc);
+        let cause = &html[html.find(r#"id="schema-Cause""#).unwrap()..];
+        assert!(cause.contains("one of 2 shapes"));
+        assert!(cause.contains("When <code>kind</code> is <code>dead_letter</code>"));
+        assert!(cause.contains("When <code>kind</code> is <code>breaker_open</code>"));
+        assert!(cause.contains("open or half_open."));
+        assert!(cause.contains("Always <code>breaker_open</code>"));
     }
 
     #[test]

@@ -34,19 +34,19 @@ use utoipa_axum::routes;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 pub struct StuckThresholds {
     /// Waiting for inventory to reserve the lines.
-    #[serde(serialize_with = "seconds")]
+    #[serde(serialize_with = "millis")]
     #[schema(value_type = u64)]
     pub pending: Duration,
     /// Waiting for payments to charge the customer.
-    #[serde(serialize_with = "seconds")]
+    #[serde(serialize_with = "millis")]
     #[schema(value_type = u64)]
     pub confirmed: Duration,
     /// Waiting for a courier to pick the parcels up.
-    #[serde(serialize_with = "seconds")]
+    #[serde(serialize_with = "millis")]
     #[schema(value_type = u64)]
     pub paid: Duration,
     /// Waiting for the courier to deliver.
-    #[serde(serialize_with = "seconds")]
+    #[serde(serialize_with = "millis")]
     #[schema(value_type = u64)]
     pub shipped: Duration,
 }
@@ -176,8 +176,8 @@ pub struct StuckOrder {
     pub status: OrderStatus,
     /// When the status last changed.
     pub since: DateTime<Utc>,
-    /// How long ago that was, in seconds.
-    #[serde(rename = "age_seconds", serialize_with = "seconds")]
+    /// How long ago that was, in milliseconds.
+    #[serde(rename = "age_ms", serialize_with = "millis")]
     #[schema(value_type = u64)]
     pub age: Duration,
     #[schema(value_type = String)]
@@ -197,7 +197,7 @@ pub struct StuckStage {
     #[serde(serialize_with = "status_name")]
     #[schema(value_type = String)]
     pub status: OrderStatus,
-    #[serde(rename = "threshold_seconds", serialize_with = "seconds")]
+    #[serde(rename = "threshold_ms", serialize_with = "millis")]
     #[schema(value_type = u64)]
     pub threshold: Duration,
     /// The longest waiting first.
@@ -447,8 +447,8 @@ impl StuckOrders {
     }
 }
 
-fn seconds<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(d.as_secs())
+fn millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn status_name<S: Serializer>(status: &OrderStatus, s: S) -> Result<S::Ok, S::Error> {
@@ -467,15 +467,15 @@ pub fn admin_router(finder: Arc<StuckOrders>) -> OpenApiRouter {
 #[serde(deny_unknown_fields)]
 pub struct StuckParams {
     /// Threshold of pending orders: `250ms`, `30s`, `5m`, `2h` (default 1m).
-    pending: Option<String>,
+    pub pending: Option<String>,
     /// Threshold of confirmed orders (default 2m).
-    confirmed: Option<String>,
+    pub confirmed: Option<String>,
     /// Threshold of paid orders (default 15m).
-    paid: Option<String>,
+    pub paid: Option<String>,
     /// Threshold of shipped orders (default 2h).
-    shipped: Option<String>,
+    pub shipped: Option<String>,
     /// At most this many orders per stage (default 50, at most 500).
-    limit: Option<String>,
+    pub limit: Option<String>,
 }
 
 /// Thresholds longer than this are surely a mistake (a unit left out).

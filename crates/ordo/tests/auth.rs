@@ -230,3 +230,82 @@ async fn a_revoked_client_loses_access() {
     );
     app.assert_no_server_errors().await;
 }
+
+#[tokio::test]
+async fn an_admins_changes_are_in_the_audit_log_with_who_what_and_the_outcome() {
+    let app = TestApp::spawn().await;
+    let (id, _) = app.new_client("customer").await;
+    let admin = app.token("admin").await;
+    let admin_id = app.client_id("admin");
+    let response = app
+        .post_json(
+            &admin,
+            &format!("/v1/admin/clients/{id}/revoke"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let unknown = app
+        .post_json(
+            &admin,
+            "/v1/admin/clients/cli_01ARZ3NDEKTSV4RRFFQ69G5FAV/revoke",
+            &json!({}),
+        )
+        .await;
+    let unknown_status = unknown.status().as_u16();
+    // Reads and non-admins' requests are not audited.
+    app.get(&admin, "/v1/admin/clients").await;
+    let customer = app.token("customer").await;
+    app.create_order(&customer, &app.product_id(0).await, 1)
+        .await;
+
+    let log: Value = app
+        .get(&admin, "/v1/admin/audit?limit=2")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let items = log["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{log}");
+    assert_eq!(
+        items[0]["target"],
+        "/v1/admin/clients/cli_01ARZ3NDEKTSV4RRFFQ69G5FAV/revoke"
+    );
+    assert_eq!(items[0]["status"], unknown_status);
+    let revoke = &items[1];
+    assert_eq!(revoke["actor"], admin_id.as_str());
+    assert_eq!(revoke["action"], "POST /v1/admin/clients/{id}/revoke");
+    assert_eq!(revoke["target"], format!("/v1/admin/clients/{id}/revoke"));
+    assert_eq!(revoke["status"], 200);
+    assert_eq!(revoke["request_id"], request_id.as_str());
+    assert!(revoke["at"].is_string());
+
+    // The older page: the demo start and new_client created clients too.
+    let cursor = log["next_cursor"].as_str().unwrap();
+    let older: Value = app
+        .get(&admin, &format!("/v1/admin/audit?cursor={cursor}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let older = older["items"].as_array().unwrap();
+    assert_eq!(older[0]["action"], "POST /v1/admin/clients");
+    assert_eq!(older[0]["status"], 201);
+    assert!(
+        older
+            .iter()
+            .chain(items)
+            .all(|e| e["actor"] == admin_id.as_str()),
+        "only the admin's requests: {older:?}"
+    );
+
+    let response = app.get(&customer, "/v1/admin/audit").await;
+    problem(response, StatusCode::FORBIDDEN).await;
+    let response = app.get(&admin, "/v1/admin/audit?cursor=nope").await;
+    let body = problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(common::fields(&body), ["cursor"]);
+}

@@ -101,6 +101,13 @@ async fn the_saga_runs_through_jetstream_and_every_order_settles() {
     d.app.wait_for_status(&customer, &ids[1], "delivered").await;
     // 16 delivered orders took a unit each; the declined ones gave theirs back.
     assert_eq!(d.app.available(&product).await, before - 16);
+    // The console is served in distributed mode too, on its own policy.
+    let page = d.app.http.get(d.app.url("/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("default-src 'none'"), "{csp}");
+    let html = page.text().await.unwrap();
+    assert!(html.contains("Sign in") && !html.contains("http://") && !html.contains("https://"));
     d.app.assert_no_server_errors().await;
     d.finish().await;
 }

@@ -68,9 +68,15 @@ async fn health_metrics_and_the_api_description_are_served() {
         "/v1/products",
         "/v1/admin/clients",
         "/v1/admin/dead-letters",
+        "/v1/admin/stuck-orders",
+        "/v1/admin/audit",
+        "/v1/admin/chaos",
     ] {
         assert!(spec["paths"][path].is_object(), "{path} is documented");
     }
+    let stuck = &spec["paths"]["/v1/admin/stuck-orders"]["get"];
+    assert!(stuck["responses"]["422"]["content"]["application/problem+json"].is_object());
+    assert_eq!(stuck["security"][0]["bearer"], serde_json::json!([]));
     assert!(spec["components"]["schemas"]["CreateOrderRequest"].is_object());
     let docs = app.http.get(app.url("/docs")).send().await.unwrap();
     assert_eq!(docs.status(), StatusCode::OK);
@@ -391,7 +397,7 @@ async fn chaos_controls_are_refused_unless_the_setting_enables_them() {
 }
 
 #[tokio::test]
-async fn declining_every_charge_cancels_orders_and_active_controls_show_in_the_metrics() {
+async fn chaos_that_declines_every_charge_cancels_orders_and_shows_in_the_metrics() {
     let app = TestApp::spawn().await;
     let admin = app.token("admin").await;
     let customer = app.token("customer").await;
@@ -464,7 +470,7 @@ async fn declining_every_charge_cancels_orders_and_active_controls_show_in_the_m
 }
 
 #[tokio::test]
-async fn transient_failures_on_every_charge_fail_the_payment_once_its_retries_run_out() {
+async fn chaos_that_fails_every_charge_transiently_fails_the_payment_once_its_retries_run_out() {
     let app = TestApp::spawn().await;
     let admin = app.token("admin").await;
     let customer = app.token("customer").await;
@@ -495,7 +501,7 @@ async fn transient_failures_on_every_charge_fail_the_payment_once_its_retries_ru
 }
 
 #[tokio::test]
-async fn a_paused_service_holds_an_order_until_it_resumes_and_the_server_still_stops() {
+async fn chaos_pausing_a_service_holds_an_order_until_it_resumes_and_the_server_still_stops() {
     let app = TestApp::spawn().await;
     let admin = app.token("admin").await;
     let customer = app.token("customer").await;

@@ -65,6 +65,19 @@ async fn an_order_is_paid_shipped_and_delivered_with_the_whole_story_in_its_time
     let id = place(&app, &customer, &body).await;
     app.wait_for_status(&customer, &id, "delivered").await;
     app.wait_for_quiet_bus().await;
+    // Delivered is final: never stuck, however short the thresholds.
+    let admin = app.token("admin").await;
+    let report: Value = app
+        .get(
+            &admin,
+            "/v1/admin/stuck-orders?pending=1ms&confirmed=1ms&paid=1ms&shipped=1ms",
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["stages"].as_array().unwrap().len(), 4, "{report}");
+    assert!(!report.to_string().contains(&id), "{report}");
 
     let timeline = app.timeline(&customer, &id).await;
     assert_eq!(

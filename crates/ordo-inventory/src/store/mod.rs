@@ -87,7 +87,7 @@ pub trait ProductStore: Send + Sync + 'static {
 pub type Decide = Box<dyn Fn(&Snapshot) -> Decision + Send + Sync>;
 
 /// A stock adjustment: a restock, a correction, the initial stock.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Adjustment {
     pub movement_id: String,
     pub product: ProductId,
@@ -103,6 +103,13 @@ pub trait StockStore: Send + Sync + 'static {
     /// would take it below zero, `NotFound` for an unknown product.
     async fn adjust(&self, adjustment: Adjustment) -> Result<StockLevel, StoreError>;
     async fn level(&self, product: ProductId) -> Result<StockLevel, StoreError>;
+    /// The product's latest `limit` adjustments, newest first (ties by
+    /// movement id, newest first); none for an unknown product.
+    async fn movements(
+        &self,
+        product: ProductId,
+        limit: usize,
+    ) -> Result<Vec<Adjustment>, StoreError>;
     async fn levels(&self) -> Result<Vec<(ProductId, StockLevel)>, StoreError>;
     /// Loads the order's reservation and the stock of `products` (and of
     /// the reservation's lines), runs `decide` on them and applies its

@@ -758,6 +758,39 @@ impl StockStore for PgInventoryStore {
         Ok(level_at(&row, 0))
     }
 
+    async fn movements(
+        &self,
+        product: ProductId,
+        limit: usize,
+    ) -> Result<Vec<Adjustment>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // The primary: a seller reads the history right after adjusting.
+        // The (product_id, at) index serves it, read backwards.
+        let conn = self.db.conn().await?;
+        let stmt = conn
+            .prepare_cached(
+                "SELECT id, delta, reason, actor, at FROM stock_movements
+                 WHERE product_id = $1 ORDER BY at DESC, id DESC LIMIT $2",
+            )
+            .await
+            .map_err(store_error)?;
+        let rows = conn
+            .query(&stmt, &[&product.to_string(), &limit])
+            .await
+            .map_err(store_error)?;
+        Ok(rows
+            .iter()
+            .map(|row| Adjustment {
+                movement_id: row.get(0),
+                product,
+                delta: row.get(1),
+                reason: row.get(2),
+                actor: row.get(3),
+                at: row.get(4),
+            })
+            .collect())
+    }
+
     async fn levels(&self) -> Result<Vec<(ProductId, StockLevel)>, StoreError> {
         let conn = self.db.read_conn().await?;
         let rows = conn

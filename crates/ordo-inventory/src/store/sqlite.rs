@@ -308,6 +308,43 @@ impl StockStore for SqliteInventoryStore {
             .await
     }
 
+    async fn movements(
+        &self,
+        product: ProductId,
+        limit: usize,
+    ) -> Result<Vec<Adjustment>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows: Vec<(String, i64, String, String, String)> = self
+            .db
+            .read(move |conn| {
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT id, delta, reason, actor, at FROM stock_movements
+                         WHERE product_id = ?1 ORDER BY at DESC, id DESC LIMIT ?2",
+                    )
+                    .map_err(store_error)?;
+                let rows = stmt
+                    .query_map(params![product.to_string(), limit], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                    })
+                    .map_err(store_error)?;
+                rows.collect::<Result<Vec<_>, _>>().map_err(store_error)
+            })
+            .await?;
+        rows.into_iter()
+            .map(|(movement_id, delta, reason, actor, at)| {
+                Ok(Adjustment {
+                    movement_id,
+                    product,
+                    delta,
+                    reason,
+                    actor,
+                    at: time::from_sql(&at)?,
+                })
+            })
+            .collect()
+    }
+
     async fn levels(&self) -> Result<Vec<(ProductId, StockLevel)>, StoreError> {
         self.db
             .read(|conn| {

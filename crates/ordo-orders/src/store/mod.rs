@@ -133,6 +133,61 @@ pub struct TimelineEntry {
     pub data: serde_json::Value,
 }
 
+/// Orders created in one time bucket of an overview.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CountBucket {
+    pub start: DateTime<Utc>,
+    pub count: u64,
+}
+
+/// How long one step of the saga took, among the orders that finished it
+/// within one time bucket.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatencyBucket {
+    pub start: DateTime<Utc>,
+    pub count: u64,
+    /// The median and the 95th percentile, in seconds, interpolated as
+    /// PostgreSQL's `percentile_cont` does.
+    pub p50_seconds: f64,
+    pub p95_seconds: f64,
+}
+
+/// The latencies of the two steps customers wait for.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StageLatencies {
+    /// From the order's creation to its `order.paid`.
+    pub create_to_paid: Vec<LatencyBucket>,
+    /// From `order.paid` to `order.shipped`.
+    pub paid_to_shipped: Vec<LatencyBucket>,
+}
+
+/// The bucket of `at`: buckets are `bucket_secs` long, counted from the
+/// epoch, so that both stores and every refresh agree on their edges.
+pub(crate) fn bucket_start(
+    bucket_index: i64,
+    bucket_secs: i64,
+) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp(bucket_index.saturating_mul(bucket_secs), 0)
+        .ok_or_else(|| StoreError::Other(anyhow::anyhow!("a time bucket out of range")))
+}
+
+/// A bucket length in whole seconds, at least one.
+pub(crate) fn bucket_seconds(bucket: std::time::Duration) -> i64 {
+    i64::try_from(bucket.as_secs()).unwrap_or(i64::MAX).max(1)
+}
+
+/// The `p` percentile of `sorted` (ascending), interpolated linearly
+/// between the closest ranks, as `percentile_cont` computes it.
+pub(crate) fn percentile_cont(sorted: &[f64], p: f64) -> f64 {
+    let Some(last) = sorted.len().checked_sub(1) else {
+        return 0.0;
+    };
+    let rank = p.clamp(0.0, 1.0) * last as f64;
+    let (lo, hi) = (rank.floor() as usize, rank.ceil() as usize);
+    let (a, b) = (sorted[lo.min(last)], sorted[hi.min(last)]);
+    a + (b - a) * (rank - lo as f64)
+}
+
 #[async_trait::async_trait]
 pub trait OrderStore: Send + Sync + 'static {
     /// Writes a new order and its `order.created`, atomically. `Conflict`
@@ -185,4 +240,37 @@ pub trait OrderStore: Send + Sync + 'static {
         inbox: InboxKey,
     ) -> Result<TimelineAppend, StoreError>;
     async fn timeline(&self, order: OrderId) -> Result<Vec<TimelineEntry>, StoreError>;
+
+    // The admin overview. Each reads only the orders created at or after
+    // `since`: a range of ids (they begin with their creation time) or of
+    // `created_at`, so that its cost follows the window, not the history.
+
+    /// Orders created since `since`, by status; statuses without any are
+    /// left out.
+    async fn counts_by_status(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(OrderStatus, u64)>, StoreError>;
+    /// Orders created since `since`, counted per `bucket` (see
+    /// [`CountBucket`]), oldest first; empty buckets are left out.
+    async fn created_per_bucket(
+        &self,
+        since: DateTime<Utc>,
+        bucket: std::time::Duration,
+    ) -> Result<Vec<CountBucket>, StoreError>;
+    /// The orders created since `since` that are cancelled, by reason, the
+    /// most frequent first.
+    async fn cancellations_by_reason(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(String, u64)>, StoreError>;
+    /// Of the orders created since `since`, how long creation → paid and
+    /// paid → shipped took (their timeline's `order.paid` and
+    /// `order.shipped` against `created_at`), per `bucket` of the instant
+    /// the step ended, oldest first.
+    async fn stage_latencies(
+        &self,
+        since: DateTime<Utc>,
+        bucket: std::time::Duration,
+    ) -> Result<StageLatencies, StoreError>;
 }

@@ -35,7 +35,8 @@ use tokio_postgres::types::FromSql;
 use ulid::Ulid;
 
 use super::{
-    Applied, InboxKey, LIVE_STATUSES_SQL, OrderFilter, OrderStore, TimelineAppend, TimelineEntry,
+    Applied, CountBucket, InboxKey, LIVE_STATUSES_SQL, LatencyBucket, OrderFilter, OrderStore,
+    StageLatencies, TimelineAppend, TimelineEntry, bucket_seconds, bucket_start,
     check_attribute_filter,
 };
 use crate::domain::{CatalogEntry, Order, OrderItem, OrderStatus};
@@ -416,6 +417,35 @@ fn unchanged_since_query(
         ],
     )
 }
+
+/// The lowest id an order created at or after `since` can have (see
+/// [`created_bounds`]): the window of an overview query as a range of the
+/// primary key, or of whichever index ends in the id.
+fn lowest_id_since(since: DateTime<Utc>) -> String {
+    created_bounds(Some(since), None).0.unwrap_or_default()
+}
+
+fn count(row: &Row, i: usize) -> Result<u64, StoreError> {
+    Ok(u64::try_from(col::<i64>(row, i)?).unwrap_or(0))
+}
+
+/// The overview's latencies in one pass over the window: each order with
+/// its `order.paid` and, if any, `order.shipped` entry (found by the
+/// timeline's primary key), one row per step it finished.
+const STAGE_LATENCIES_SQL: &str =
+    "SELECT v.stage, floor(extract(epoch FROM v.done) / $3::bigint)::bigint AS b,
+        count(*), percentile_cont(0.5) WITHIN GROUP (ORDER BY v.secs),
+        percentile_cont(0.95) WITHIN GROUP (ORDER BY v.secs)
+     FROM orders o
+     JOIN LATERAL (SELECT min(t.at) AS at FROM timeline t
+                   WHERE t.order_id = o.id AND t.event_type = 'order.paid') p ON p.at IS NOT NULL
+     LEFT JOIN LATERAL (SELECT min(t.at) AS at FROM timeline t
+                   WHERE t.order_id = o.id AND t.event_type = 'order.shipped') s ON true
+     CROSS JOIN LATERAL (VALUES
+         ('paid', p.at, extract(epoch FROM p.at - o.created_at)::float8),
+         ('shipped', s.at, extract(epoch FROM s.at - p.at)::float8)) v(stage, done, secs)
+     WHERE o.id >= $1 AND o.created_at >= $2 AND v.done IS NOT NULL
+     GROUP BY v.stage, b ORDER BY v.stage, b";
 
 fn as_refs(params: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
     params
@@ -1122,5 +1152,114 @@ impl OrderStore for PgOrderStore {
                 })
             })
             .collect()
+    }
+
+    async fn counts_by_status(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(OrderStatus, u64)>, StoreError> {
+        let conn = self.db.read_conn().await?;
+        let stmt = conn
+            .prepare_cached(
+                "SELECT o.status, count(*) FROM orders o
+                 WHERE o.id >= $1 AND o.created_at >= $2 GROUP BY o.status",
+            )
+            .await
+            .map_err(store_error)?;
+        let rows = conn
+            .query(&stmt, &[&lowest_id_since(since), &since])
+            .await
+            .map_err(store_error)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    OrderStatus::parse(col(r, 0)?).ok_or_else(|| bad("status"))?,
+                    count(r, 1)?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn created_per_bucket(
+        &self,
+        since: DateTime<Utc>,
+        bucket: std::time::Duration,
+    ) -> Result<Vec<CountBucket>, StoreError> {
+        let secs = bucket_seconds(bucket);
+        let conn = self.db.read_conn().await?;
+        let stmt = conn
+            .prepare_cached(
+                "SELECT floor(extract(epoch FROM o.created_at) / $3::bigint)::bigint AS b, count(*)
+                 FROM orders o WHERE o.id >= $1 AND o.created_at >= $2 GROUP BY b ORDER BY b",
+            )
+            .await
+            .map_err(store_error)?;
+        let rows = conn
+            .query(&stmt, &[&lowest_id_since(since), &since, &secs])
+            .await
+            .map_err(store_error)?;
+        rows.iter()
+            .map(|r| {
+                Ok(CountBucket {
+                    start: bucket_start(col(r, 0)?, secs)?,
+                    count: count(r, 1)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn cancellations_by_reason(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let conn = self.db.read_conn().await?;
+        // One range of orders_status: the cancelled orders from the
+        // window's first id on.
+        let stmt = conn
+            .prepare_cached(
+                "SELECT coalesce(o.cancellation_reason, ''), count(*) FROM orders o
+                 WHERE o.status = 'cancelled' AND o.id >= $1 AND o.created_at >= $2
+                 GROUP BY 1 ORDER BY 2 DESC, 1",
+            )
+            .await
+            .map_err(store_error)?;
+        let rows = conn
+            .query(&stmt, &[&lowest_id_since(since), &since])
+            .await
+            .map_err(store_error)?;
+        rows.iter()
+            .map(|r| Ok((col(r, 0)?, count(r, 1)?)))
+            .collect()
+    }
+
+    async fn stage_latencies(
+        &self,
+        since: DateTime<Utc>,
+        bucket: std::time::Duration,
+    ) -> Result<StageLatencies, StoreError> {
+        let secs = bucket_seconds(bucket);
+        let conn = self.db.read_conn().await?;
+        let stmt = conn
+            .prepare_cached(STAGE_LATENCIES_SQL)
+            .await
+            .map_err(store_error)?;
+        let rows = conn
+            .query(&stmt, &[&lowest_id_since(since), &since, &secs])
+            .await
+            .map_err(store_error)?;
+        let mut latencies = StageLatencies::default();
+        for r in &rows {
+            let bucket = LatencyBucket {
+                start: bucket_start(col(r, 1)?, secs)?,
+                count: count(r, 2)?,
+                p50_seconds: col(r, 3)?,
+                p95_seconds: col(r, 4)?,
+            };
+            match col::<&str>(r, 0)? {
+                "paid" => latencies.create_to_paid.push(bucket),
+                _ => latencies.paid_to_shipped.push(bucket),
+            }
+        }
+        Ok(latencies)
     }
 }

@@ -13,8 +13,9 @@ use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use rust_decimal::Decimal;
 
 use super::{
-    Applied, InboxKey, LIVE_STATUSES_SQL, OrderFilter, OrderStore, TimelineAppend, TimelineEntry,
-    check_attribute_filter,
+    Applied, CountBucket, InboxKey, LIVE_STATUSES_SQL, LatencyBucket, OrderFilter, OrderStore,
+    StageLatencies, TimelineAppend, TimelineEntry, bucket_seconds, bucket_start,
+    check_attribute_filter, percentile_cont,
 };
 use crate::domain::{CatalogEntry, Order, OrderItem, OrderStatus};
 
@@ -544,6 +545,158 @@ impl OrderStore for SqliteOrderStore {
                     });
                 }
                 Ok(entries)
+            })
+            .await
+    }
+
+    async fn counts_by_status(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<(OrderStatus, u64)>, StoreError> {
+        self.db
+            .read(move |conn| {
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT status, count(*) FROM orders WHERE created_at >= ?1 GROUP BY status",
+                    )
+                    .map_err(store_error)?;
+                let mut rows = stmt.query([time::to_sql(since)]).map_err(store_error)?;
+                let mut counts = Vec::new();
+                while let Some(r) = rows.next().map_err(store_error)? {
+                    let status: String = r.get(0).map_err(store_error)?;
+                    let count: i64 = r.get(1).map_err(store_error)?;
+                    counts.push((
+                        OrderStatus::parse(&status).ok_or_else(|| bad("status"))?,
+                        u64::try_from(count).unwrap_or(0),
+                    ));
+                }
+                Ok(counts)
+            })
+            .await
+    }
+
+    async fn created_per_bucket(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+        bucket: std::time::Duration,
+    ) -> Result<Vec<CountBucket>, StoreError> {
+        let secs = bucket_seconds(bucket);
+        self.db
+            .read(move |conn| {
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT CAST(strftime('%s', created_at) AS INTEGER) / ?2 AS b, count(*)
+                         FROM orders WHERE created_at >= ?1 GROUP BY b ORDER BY b",
+                    )
+                    .map_err(store_error)?;
+                let mut rows = stmt
+                    .query(params![time::to_sql(since), secs])
+                    .map_err(store_error)?;
+                let mut buckets = Vec::new();
+                while let Some(r) = rows.next().map_err(store_error)? {
+                    let index: i64 = r.get(0).map_err(store_error)?;
+                    let count: i64 = r.get(1).map_err(store_error)?;
+                    buckets.push(CountBucket {
+                        start: bucket_start(index, secs)?,
+                        count: u64::try_from(count).unwrap_or(0),
+                    });
+                }
+                Ok(buckets)
+            })
+            .await
+    }
+
+    async fn cancellations_by_reason(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        self.db
+            .read(move |conn| {
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT coalesce(cancellation_reason, ''), count(*) FROM orders
+                         WHERE status = 'cancelled' AND created_at >= ?1
+                         GROUP BY 1 ORDER BY 2 DESC, 1",
+                    )
+                    .map_err(store_error)?;
+                let mut rows = stmt.query([time::to_sql(since)]).map_err(store_error)?;
+                let mut reasons = Vec::new();
+                while let Some(r) = rows.next().map_err(store_error)? {
+                    let count: i64 = r.get(1).map_err(store_error)?;
+                    reasons.push((
+                        r.get(0).map_err(store_error)?,
+                        u64::try_from(count).unwrap_or(0),
+                    ));
+                }
+                Ok(reasons)
+            })
+            .await
+    }
+
+    async fn stage_latencies(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+        bucket: std::time::Duration,
+    ) -> Result<StageLatencies, StoreError> {
+        let secs = bucket_seconds(bucket);
+        self.db
+            .read(move |conn| {
+                // SQLite has no percentile aggregate: the few rows of the
+                // window are read and the percentiles computed here, as
+                // PostgreSQL's percentile_cont would.
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT o.created_at,
+                            (SELECT min(t.at) FROM timeline t
+                             WHERE t.order_id = o.id AND t.event_type = 'order.paid'),
+                            (SELECT min(t.at) FROM timeline t
+                             WHERE t.order_id = o.id AND t.event_type = 'order.shipped')
+                         FROM orders o WHERE o.created_at >= ?1",
+                    )
+                    .map_err(store_error)?;
+                let mut rows = stmt.query([time::to_sql(since)]).map_err(store_error)?;
+                let mut paid: std::collections::BTreeMap<i64, Vec<f64>> = Default::default();
+                let mut shipped: std::collections::BTreeMap<i64, Vec<f64>> = Default::default();
+                let seconds = |from: chrono::DateTime<chrono::Utc>,
+                               to: chrono::DateTime<chrono::Utc>| {
+                    (to - from).num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6
+                };
+                while let Some(r) = rows.next().map_err(store_error)? {
+                    let created: String = r.get(0).map_err(store_error)?;
+                    let Some(paid_at) = r.get::<_, Option<String>>(1).map_err(store_error)? else {
+                        continue;
+                    };
+                    let created = time::from_sql(&created)?;
+                    let paid_at = time::from_sql(&paid_at)?;
+                    paid.entry(paid_at.timestamp().div_euclid(secs))
+                        .or_default()
+                        .push(seconds(created, paid_at));
+                    if let Some(shipped_at) = r.get::<_, Option<String>>(2).map_err(store_error)? {
+                        let shipped_at = time::from_sql(&shipped_at)?;
+                        shipped
+                            .entry(shipped_at.timestamp().div_euclid(secs))
+                            .or_default()
+                            .push(seconds(paid_at, shipped_at));
+                    }
+                }
+                let summarize = |buckets: std::collections::BTreeMap<i64, Vec<f64>>| {
+                    buckets
+                        .into_iter()
+                        .map(|(index, mut values)| {
+                            values.sort_by(f64::total_cmp);
+                            Ok(LatencyBucket {
+                                start: bucket_start(index, secs)?,
+                                count: values.len() as u64,
+                                p50_seconds: percentile_cont(&values, 0.5),
+                                p95_seconds: percentile_cont(&values, 0.95),
+                            })
+                        })
+                        .collect::<Result<Vec<_>, StoreError>>()
+                };
+                Ok(StageLatencies {
+                    create_to_paid: summarize(paid)?,
+                    paid_to_shipped: summarize(shipped)?,
+                })
             })
             .await
     }

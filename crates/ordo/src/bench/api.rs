@@ -98,6 +98,41 @@ impl Api {
             .ok_or_else(|| anyhow::anyhow!("no access_token for {role}"))
     }
 
+    /// Signs the demo client of `role` in to the console through its
+    /// sign-in form; the `Cookie` header of the session.
+    pub async fn console_session(&self, role: &str) -> anyhow::Result<String> {
+        let c = &self.credentials[role];
+        let (Some(id), Some(secret)) = (c["client_id"].as_str(), c["client_secret"].as_str())
+        else {
+            anyhow::bail!("the credentials file has no {role} client");
+        };
+        let cookie = |response: &reqwest::Response, name: &str| {
+            response
+                .headers()
+                .get_all(reqwest::header::SET_COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .filter_map(|v| v.split(';').next())
+                .find(|pair| pair.starts_with(&format!("{name}=")))
+                .map(str::to_owned)
+        };
+        let page = self.http.get(self.at("/")).send().await?;
+        let signin = cookie(&page, "ordo_signin")
+            .ok_or_else(|| anyhow::anyhow!("{} serves no console sign-in", self.url))?;
+        let csrf = signin.split_once('=').map(|(_, v)| v.to_owned()).unwrap_or_default();
+        let signed_in = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?
+            .post(self.at("/sign-in"))
+            .header(reqwest::header::COOKIE, &signin)
+            .form(&[("client_id", id), ("client_secret", secret), ("csrf", &csrf)])
+            .send()
+            .await?;
+        cookie(&signed_in, "ordo_session").ok_or_else(|| {
+            anyhow::anyhow!("signing in to the console as the demo {role} failed: {}", signed_in.status())
+        })
+    }
+
     /// A new product of the demo seller with `stock` units; its id.
     pub async fn create_product(&self, seller: &str, stock: i64) -> anyhow::Result<String> {
         let product: Value = self

@@ -55,6 +55,10 @@ pub enum Scenario {
     /// GET /health/live: a static route, no token, no database; the HTTP
     /// ceiling of this server on this machine.
     Static,
+    /// GET /admin/orders: the console's order search as an admin's
+    /// browser loads it, a server-rendered page of 50 orders (the newest,
+    /// or one status), with a session signed in through the sign-in form.
+    Console,
 }
 
 impl Scenario {
@@ -67,6 +71,7 @@ impl Scenario {
             Self::SagaPaid => "saga-paid",
             Self::SagaDelivered => "saga-delivered",
             Self::Static => "static",
+            Self::Console => "console",
         }
     }
 
@@ -173,10 +178,11 @@ enum Op {
     Get,
     List,
     Static,
+    Console,
 }
 
 impl Op {
-    const ALL: [Op; 4] = [Op::Create, Op::Get, Op::List, Op::Static];
+    const ALL: [Op; 5] = [Op::Create, Op::Get, Op::List, Op::Static, Op::Console];
 
     fn name(self) -> &'static str {
         match self {
@@ -184,6 +190,7 @@ impl Op {
             Self::Get => "get",
             Self::List => "list",
             Self::Static => "static",
+            Self::Console => "console",
         }
     }
 
@@ -197,7 +204,7 @@ impl Op {
             Self::Create => 0.2,
             Self::Get => 0.7,
             Self::List => 0.1,
-            Self::Static => 0.0,
+            Self::Static | Self::Console => 0.0,
         }
     }
 }
@@ -246,12 +253,23 @@ struct Run {
     list_queries: Vec<Vec<String>>,
     /// Requests due (sent, in closed loop) from this instant are measured.
     window_start: Instant,
-    stats: Mutex<[OpStats; 4]>,
+    stats: Mutex<[OpStats; 5]>,
+    /// The console scenario: the admin's session cookie.
+    console_cookie: String,
     /// Saga scenarios: the orders created in the measured window.
     created: Mutex<Vec<String>>,
     done: AtomicU64,
     failed: AtomicU64,
 }
+
+/// The order-search pages the console scenario loads: every order, or
+/// one status.
+const CONSOLE_FILTERS: [&str; 4] = [
+    "",
+    "?status=delivered",
+    "?status=cancelled",
+    "?status=shipped",
+];
 
 #[derive(Deserialize)]
 struct Created {
@@ -273,6 +291,7 @@ impl Run {
             Scenario::Get => Op::Get,
             Scenario::List => Op::List,
             Scenario::Static => Op::Static,
+            Scenario::Console => Op::Console,
             Scenario::Mixed => match rand::random_range(0..100u32) {
                 0..20 => Op::Create,
                 20..30 => Op::List,
@@ -302,6 +321,12 @@ impl Run {
                 http.get(self.api.at(&format!("/v1/orders?{query}")))
             }
             Op::Static => return http.get(self.api.at("/health/live")),
+            Op::Console => {
+                let status = pick(&CONSOLE_FILTERS).copied().unwrap_or("");
+                return http
+                    .get(self.api.at(&format!("/admin/orders{status}")))
+                    .header(reqwest::header::COOKIE, &self.console_cookie);
+            }
         };
         builder.bearer_auth(&self.customer)
     }
@@ -706,6 +731,12 @@ pub async fn run(args: HttpArgs) -> anyhow::Result<()> {
         }
     }
 
+    let console_cookie = if scenario == Scenario::Console {
+        api.console_session("admin").await?
+    } else {
+        String::new()
+    };
+
     let start = Instant::now() + Duration::from_millis(50);
     let window_start = start + args.warmup;
     let end = window_start + args.duration;
@@ -719,6 +750,7 @@ pub async fn run(args: HttpArgs) -> anyhow::Result<()> {
             .collect::<anyhow::Result<_>>()?,
         pool: RwLock::new(pool.into_iter().map(|(id, _)| id).collect()),
         list_queries: list,
+        console_cookie,
         window_start,
         stats: Mutex::new(std::array::from_fn(|_| OpStats::new())),
         created: Mutex::new(Vec::new()),
@@ -829,6 +861,7 @@ pub async fn run(args: HttpArgs) -> anyhow::Result<()> {
             Scenario::Get => Op::Get,
             Scenario::List => Op::List,
             Scenario::Static => Op::Static,
+            Scenario::Console => Op::Console,
             _ => Op::Create,
         };
         let name = if scenario.saga_target().is_some() {

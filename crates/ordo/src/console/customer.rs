@@ -816,7 +816,7 @@ fn order_live(viewer: &Viewer, details: &OrderDetails, link: Option<&str>) -> Ma
                 (layout::notice("warn", "Cancellation requested: the order is paid, so delivery first confirms that no courier has picked it up. If one has, the order is delivered instead."))
             }
             div.row.spread {
-                span.muted.small { "Updated " (layout::time(order.updated_at)) " · version " (order.version) }
+                span { (layout::badge(order.status.as_str())) " " span.muted.small { "updated " (layout::time(order.updated_at)) " · version " (order.version) } }
                 @if cancellable(viewer, order) {
                     form.inline method="post" action={ "/orders/" (order.id) "/cancel" }
                         data-confirm="Cancel this order? Stock and money are given back." {
@@ -889,7 +889,7 @@ pub async fn order_page(
             p.small { a href=(back.0) { "← " (back.1) } }
             div.page-head {
                 h1 { "Order " span.mono { (order.id) } }
-                span { (layout::live_dot("order-live")) (layout::badge(order.status.as_str())) }
+                span.muted.small { (layout::live_dot("order-live")) "live" }
             }
             p.sub { "Placed " (layout::time(order.created_at)) @if viewer.principal().role != Role::Customer { " by customer " span.mono { (order.customer_id) } } }
             @if q.placed.is_some() { (layout::notice("ok", "Thank you: your order is placed. This page follows it as it happens.")) }
@@ -901,7 +901,7 @@ pub async fn order_page(
             @if viewer.principal().role == Role::Admin {
                 p { a href={ "/admin/orders/" (order.id) } { "Open the operations view of this order →" } }
             }
-            div #order-live aria-live="polite"
+            div #order-live .stack aria-live="polite"
                 data-follow=[follow.then(|| format!("/v1/orders/{}/events", order.id))]
                 data-events=(events.join(" "))
                 data-fragment={ "/orders/" (order.id) "?fragment=live" } {

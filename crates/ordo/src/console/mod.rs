@@ -12,9 +12,14 @@
 //! SameSite cookie with a random token, a CSRF token per session carried
 //! by every form, and a sign-out that deletes the session server-side.
 
+mod admin;
+mod admin_ops;
 mod assets;
+mod charts;
+mod courier;
 mod customer;
 mod layout;
+mod seller;
 mod session;
 mod tracking;
 
@@ -27,12 +32,16 @@ use axum::middleware::{Next, from_fn};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use maud::Markup;
-use ordo_auth::Sessions;
+use ordo_auth::{AuditLog, AuthState, Sessions};
 use ordo_delivery::DeliveryService;
 use ordo_http::{ApiError, Role};
 use ordo_inventory::InventoryService;
 use ordo_orders::OrdersService;
-use ordo_payments::PaymentsService;
+use ordo_payments::{HttpGateway, PaymentsService};
+
+use crate::chaos::Chaos;
+use crate::ops::OpsState;
+use crate::stuck::StuckOrders;
 
 pub use session::Viewer;
 pub use tracking::LinkSigner;
@@ -57,6 +66,18 @@ pub struct ConsoleState {
     pub secure_cookies: bool,
     /// Where the demo credentials are, when the demo is on.
     pub demo_credentials: Option<String>,
+    /// The chaos controls of this process.
+    pub chaos: Option<Chaos>,
+    /// The stuck-order finder, where the orders store is.
+    pub stuck: Option<Arc<StuckOrders>>,
+    /// Dead letters and the bus, as the admin API sees them.
+    pub ops: Option<OpsState>,
+    /// API clients, as the admin API manages them.
+    pub auth: Option<AuthState>,
+    /// The audit log of admin actions.
+    pub audit: Option<Arc<AuditLog>>,
+    /// The payment gateway, for its circuit breaker's state.
+    pub gateway: Option<Arc<HttpGateway>>,
 }
 
 impl ConsoleState {
@@ -68,6 +89,14 @@ impl ConsoleState {
         self.inventory
             .as_ref()
             .ok_or(PageError::NotServed("inventory"))
+    }
+
+    /// What every admin page shows above its content: the active chaos
+    /// controls.
+    fn banners(&self) -> layout::Banners {
+        layout::Banners {
+            chaos: self.chaos.as_ref().map(Chaos::active).unwrap_or_default(),
+        }
     }
 }
 
@@ -86,6 +115,41 @@ pub fn router(state: ConsoleState) -> Router {
         .route("/orders/{id}", get(customer::order_page))
         .route("/orders/{id}/cancel", post(customer::cancel))
         .route("/track/{token}", get(tracking::track))
+        .route("/seller/orders", get(seller::orders))
+        .route("/seller/products", get(seller::products))
+        .route(
+            "/seller/products/new",
+            get(seller::new_product).post(seller::create_product),
+        )
+        .route(
+            "/seller/products/{id}",
+            get(seller::product).post(seller::edit_product),
+        )
+        .route("/seller/products/{id}/stock", post(seller::adjust_stock))
+        .route("/courier", get(courier::active))
+        .route("/courier/shipments/{id}", get(courier::shipment))
+        .route("/courier/shipments/{id}/events", post(courier::post_event))
+        .route("/admin", get(admin::overview))
+        .route("/admin/orders", get(admin::orders))
+        .route("/admin/orders/{id}", get(admin::order))
+        .route("/admin/payments/{id}/refund", post(admin::refund))
+        .route("/admin/stuck", get(admin_ops::stuck))
+        .route("/admin/stuck/replay", post(admin_ops::replay_stuck))
+        .route("/admin/dead-letters", get(admin_ops::dead_letters))
+        .route(
+            "/admin/dead-letters/{id}/replay",
+            post(admin_ops::replay_dead_letter),
+        )
+        .route(
+            "/admin/clients",
+            get(admin_ops::clients).post(admin_ops::create_client),
+        )
+        .route("/admin/clients/{id}/revoke", post(admin_ops::revoke_client))
+        .route("/admin/audit", get(admin_ops::audit_page))
+        .route(
+            "/admin/chaos",
+            get(admin_ops::chaos).post(admin_ops::set_chaos),
+        )
         .route("/assets/{name}", get(assets::serve))
         .with_state(state)
         .layer(from_fn(security_headers))
