@@ -110,7 +110,7 @@ before(async () => {
   // The demo with a fast courier, and bus retries short enough that a
   // failing payment is dead-lettered within seconds.
   demo = await startServer("demo", ["--courier-sim", "250ms"],
-    'bus-max-attempts = 3\nbus-retry-base = "50ms"\nbus-retry-max = "200ms"\n');
+    'bus-max-attempts = 2\nbus-retry-base = "50ms"\nbus-retry-max = "200ms"\n');
   // No courier simulator: shipments wait for a courier.
   quiet = await startServer("quiet", ["--courier-sim", "off"]);
 });
@@ -252,12 +252,12 @@ test("a seller sees only its lines, restocks a product and sees the new availabi
   await shot(page, "seller-products");
   await page.goto(`${demo.base}/seller/products/${mine.id}`);
   const before = (await api(demo, customer, "GET", `/v1/products/${mine.id}`)).body.available;
-  await page.fill("form[action$='/stock'] input[name=quantity]", "7");
-  await page.fill("form[action$='/stock'] input[name=reason]", "delivery from the workshop");
+  await page.check("form[action$='/stock'] input[name=reason][value=restock]");
+  await page.fill("form[action$='/stock'] input[name=delta]", "7");
   await Promise.all([page.waitForLoadState("load"), page.click("form[action$='/stock'] button[type=submit]")]);
   const now = (await api(demo, customer, "GET", `/v1/products/${mine.id}`)).body.available;
   assert.equal(now, before + 7);
-  assert.match(await page.locator("main").innerText(), /delivery from the workshop/);
+  assert.match(await page.locator("main").innerText(), new RegExp(String(now)));
   await shot(page, "seller-product");
   await page.context().close();
 });
@@ -281,10 +281,90 @@ test("a courier posts a waypoint from the shipment page", async () => {
   assert.equal(await page.locator(`a[href='/courier/shipments/${shipment.id}']`).count(), 1);
   await shot(page, "courier-shipments");
   await page.goto(`${quiet.base}/courier/shipments/${shipment.id}`);
-  await Promise.all([page.waitForLoadState("load"), page.click("form.courier-picked_up button[type=submit]")]);
+  await Promise.all([page.waitForLoadState("load"),
+    page.click("form:has(input[name=type][value=picked_up]) button[type=submit]")]);
   const courier = await token(quiet, quiet.creds.courier);
   assert.equal((await api(quiet, courier, "GET", `/v1/shipments/${shipment.id}`)).body.status, "picked_up");
-  await page.waitForSelector("form.courier-waypoint_reached, form.courier-delivered");
+  await page.waitForSelector("form:has(input[name=type][value=waypoint_reached]), form:has(input[name=type][value=delivered])");
   await shot(page, "courier-shipment");
+  await page.context().close();
+});
+
+async function until(what, check, timeout = 60_000) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+test("an admin makes the gateway fail, finds the stuck order with its dead letter, replays it and sees it complete", async () => {
+  const page = await signIn(demo, "admin");
+  assert.match(page.url(), /\/admin$/);
+  await shot(page, "admin-overview");
+
+  // Chaos: every charge fails transiently.
+  await page.goto(`${demo.base}/admin/chaos`);
+  await page.fill("#transient_percent", "100");
+  await Promise.all([page.waitForLoadState("load"),
+    page.click("form:has(input[name=control][value=gateway]) button[type=submit]")]);
+  assert.match(await page.locator(".chaos-banner").innerText(), /transient/i);
+  await shot(page, "admin-chaos");
+  const metrics = await (await fetch(`${demo.base}/metrics`)).text();
+  assert.match(metrics, /ordo_chaos_active\{control="gateway_transient"\} 1/);
+
+  const customer = await token(demo, demo.creds.customer);
+  const products = await api(demo, customer, "GET", "/v1/products");
+  const order = await api(demo, customer, "POST", "/v1/orders", {
+    items: [{ product_id: products.body.items[0].id, quantity: 1 }], shipping_address: ADDRESS, payment: { token: "tok_visa" },
+  });
+  assert.equal(order.status, 201);
+  const id = order.body.id;
+
+  // It is stuck in confirmed, with the payment consumer's dead letter.
+  const stuckUrl = `${demo.base}/admin/stuck?confirmed=1s`;
+  await until("the order among the stuck orders with a dead letter", async () => {
+    await page.goto(stuckUrl);
+    const row = page.locator(`tr:has(a[href='/admin/orders/${id}'])`);
+    return (await row.count()) === 1 && /dead letter/i.test(await row.innerText());
+  });
+  await shot(page, "admin-stuck");
+  await page.goto(`${demo.base}/admin/dead-letters`);
+  await shot(page, "admin-dead-letters");
+
+  // Chaos off; once the gateway's breaker lets calls through, replay.
+  await page.goto(`${demo.base}/admin/chaos`);
+  await Promise.all([page.waitForLoadState("load"),
+    page.click("form:has(input[name=control][value=off]) button[type=submit]")]);
+  assert.equal(await page.locator(".chaos-banner").count(), 0);
+  await until("the breaker to let calls through", async () => {
+    const m = await (await fetch(`${demo.base}/metrics`)).text();
+    return !/ordo_payments_gateway_breaker_state 2/.test(m);
+  }, 30_000);
+  await page.goto(stuckUrl);
+  await Promise.all([page.waitForLoadState("load"),
+    page.click(`tr:has(a[href='/admin/orders/${id}']) form[action='/admin/stuck/replay'] button`)]);
+  await until("the replayed order to be delivered", async () => {
+    const r = await api(demo, customer, "GET", `/v1/orders/${id}`);
+    return r.body.status === "delivered";
+  });
+
+  // Its four services side by side.
+  await page.goto(`${demo.base}/admin/orders/${id}`);
+  const view = await page.locator("main").innerText();
+  assert.match(view, /delivered/);
+  assert.match(view, /captured/);
+  await shot(page, "admin-order");
+  await page.goto(`${demo.base}/admin/orders`);
+  await shot(page, "admin-orders");
+  await page.goto(`${demo.base}/admin/clients`);
+  await shot(page, "admin-clients");
+  await page.goto(`${demo.base}/admin/audit`);
+  assert.match(await page.locator("main").innerText(), /chaos/i, "chaos changes are audited");
+  await shot(page, "admin-audit");
+  await page.goto(`${demo.base}/admin`);
+  await shot(page, "admin-overview");
   await page.context().close();
 });

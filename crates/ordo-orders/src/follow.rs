@@ -123,11 +123,12 @@ pub async fn follow(
     let changes = service.subscribe();
     let stopping = service.stopping();
     let order = service.get(caller, id).await?;
-    let timeline = service.store().timeline(id).await?;
+    let timeline = OrdersService::timeline_seen_by(caller, service.store().timeline(id).await?);
     let mut cursor = Cursor::after(after);
     let first = cursor.advance(StatusSnapshot::of(&order), timeline);
     let follower = Follower {
         service,
+        caller: caller.clone(),
         id,
         changes,
         stopping,
@@ -139,6 +140,7 @@ pub async fn follow(
 
 struct Follower {
     service: Arc<OrdersService>,
+    caller: Principal,
     id: OrderId,
     changes: broadcast::Receiver<OrderId>,
     stopping: watch::Receiver<bool>,
@@ -194,7 +196,7 @@ impl Follower {
     async fn read(&self) -> Result<(Order, Vec<TimelineEntry>), StoreError> {
         let store = self.service.store();
         let order = store.get(self.id).await?;
-        let timeline = store.timeline(self.id).await?;
+        let timeline = OrdersService::timeline_seen_by(&self.caller, store.timeline(self.id).await?);
         Ok((order, timeline))
     }
 }

@@ -648,7 +648,23 @@ impl OrdersService {
         id: OrderId,
     ) -> Result<Vec<TimelineEntry>, OrderError> {
         self.get(caller, id).await?;
-        Ok(self.store.timeline(id).await?)
+        Ok(Self::timeline_seen_by(caller, self.store.timeline(id).await?))
+    }
+
+    /// An order's timeline as `caller` may read it: a seller sees what
+    /// happened and when, but not the payloads, which carry other sellers'
+    /// lines, the order's total and the customer's payment details.
+    pub fn timeline_seen_by(caller: &Principal, entries: Vec<TimelineEntry>) -> Vec<TimelineEntry> {
+        match caller.role {
+            Role::Seller => entries
+                .into_iter()
+                .map(|mut e| {
+                    e.data = serde_json::json!({});
+                    e
+                })
+                .collect(),
+            _ => entries,
+        }
     }
 
     /// The admin overview of the last minutes (admins only).

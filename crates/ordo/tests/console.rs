@@ -263,8 +263,22 @@ async fn the_session_cookie_reads_the_api_with_the_callers_scope_but_never_write
         console.get(&format!("/v1/orders/{id}")).await.status(),
         StatusCode::OK
     );
-    let (other_id, other_secret) = app.new_client("customer").await;
-    let other = Console::sign_in_as(&app, &other_id, &other_secret).await;
+    let created: Value = app
+        .post_json(
+            &app.token("admin").await,
+            "/v1/admin/clients",
+            &serde_json::json!({"role": "customer", "name": "another shopper"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let other = Console::sign_in_as(
+        &app,
+        created["client_id"].as_str().unwrap(),
+        created["client_secret"].as_str().unwrap(),
+    )
+    .await;
     assert_eq!(
         other.get(&format!("/v1/orders/{id}")).await.status(),
         StatusCode::NOT_FOUND
@@ -827,6 +841,22 @@ async fn ops_the_stuck_page_lists_an_order_with_a_dead_letter_and_its_replay_act
         .post_without_csrf("/admin/stuck/replay", &[("order", order_id.as_str())])
         .await;
     assert_eq!(without.status(), StatusCode::FORBIDDEN);
+
+    // The page's cancel action is the API's cancel, logged as such.
+    let cancelled = console
+        .post(&format!("/orders/{order_id}/cancel"), &[])
+        .await;
+    assert_eq!(cancelled.status(), StatusCode::SEE_OTHER);
+    let entries = audit_entries(&app).await;
+    assert_eq!(entries[0]["action"], "POST /v1/orders/{id}/cancel");
+    assert_eq!(
+        entries[0]["target"],
+        format!("/v1/orders/{order_id}/cancel")
+    );
+    assert_eq!(
+        entries[0]["status"], 202,
+        "a paid order: delivery settles it"
+    );
 }
 
 /// The seller's pages: its lines of orders, its catalog and stock.
@@ -1322,4 +1352,310 @@ mod courier {
         assert_eq!(r.status(), StatusCode::FORBIDDEN);
         assert_eq!(api_status(&app, &shipment).await["status"], "created");
     }
+}
+
+// --- The admin overview, order search and order view -------------------------
+
+/// The counts of the overview's status cards, by status.
+fn status_counts(html: &str) -> Vec<(String, u64)> {
+    html.split("<span class=\"value\">")
+        .skip(1)
+        .filter_map(|rest| {
+            let (value, rest) = rest.split_once("</span>")?;
+            let label = rest
+                .strip_prefix("<span class=\"label\">")?
+                .split('<')
+                .next()?;
+            let status = [
+                "pending",
+                "confirmed",
+                "paid",
+                "shipped",
+                "delivered",
+                "cancelled",
+            ]
+            .into_iter()
+            .find(|s| *s == label)?;
+            Some((status.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+async fn text(response: reqwest::Response, status: StatusCode) -> String {
+    assert_eq!(response.status(), status);
+    response.text().await.unwrap()
+}
+
+#[tokio::test]
+async fn admin_overview_counts_an_order_placed_through_the_api() {
+    let app = TestApp::spawn().await;
+    let admin = Console::sign_in(&app, "admin").await;
+    let before = text(admin.get("/admin").await, StatusCode::OK).await;
+    assert!(before.contains("data-refresh=\"3000\"") && before.contains("<svg"));
+    assert!(
+        before.contains("Circuit breaker"),
+        "the gateway's breaker is shown"
+    );
+    assert_eq!(
+        status_counts(&before).iter().map(|(_, n)| n).sum::<u64>(),
+        0
+    );
+
+    let customer = app.token("customer").await;
+    let product = app.product_id(0).await;
+    let mut body = common::order_body(&product, 1);
+    body["payment"]["token"] = "tok_declined".into();
+    let order: Value = app
+        .post_json(&customer, "/v1/orders", &body)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = order["id"].as_str().unwrap();
+    app.wait_for_status(&customer, id, "cancelled").await;
+
+    let region = text(admin.get("/admin?fragment=overview").await, StatusCode::OK).await;
+    assert!(!region.contains("<html"), "the fragment is the region only");
+    let counts = status_counts(&region);
+    assert_eq!(counts.len(), 6, "{region}");
+    assert!(counts.contains(&("cancelled".to_owned(), 1)), "{counts:?}");
+    assert_eq!(counts.iter().map(|(_, n)| n).sum::<u64>(), 1);
+    assert!(
+        region.contains("payment failed"),
+        "the cancellation's reason"
+    );
+    // The API says the same.
+    let api: Value = app
+        .get(&app.token("admin").await, "/v1/admin/overview")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let cancelled = api["by_status"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["key"] == "cancelled")
+        .unwrap()["count"]
+        .clone();
+    assert_eq!(cancelled, 1);
+    assert_eq!(api["cancellations"][0]["key"], "payment_failed");
+}
+
+#[tokio::test]
+async fn admin_search_filters_by_status_and_attribute_and_names_a_bad_created_from() {
+    let app = TestApp::spawn().await;
+    let customer = app.token("customer").await;
+    let product = app.product_id(0).await;
+    let mut declined = common::order_body(&product, 1);
+    declined["payment"]["token"] = "tok_declined".into();
+    declined["attributes"] = serde_json::json!({"channel": "web"});
+    let declined: Value = app
+        .post_json(&customer, "/v1/orders", &declined)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let declined = declined["id"].as_str().unwrap().to_owned();
+    // order_body marks it a gift.
+    let gift = app.create_order(&customer, &product, 1).await;
+    let gift = gift["id"].as_str().unwrap().to_owned();
+    app.wait_for_status(&customer, &declined, "cancelled").await;
+
+    let admin = Console::sign_in(&app, "admin").await;
+    let all = text(admin.get("/admin/orders").await, StatusCode::OK).await;
+    assert!(all.contains(&declined) && all.contains(&gift));
+    let cancelled = text(
+        admin.get("/admin/orders?status=cancelled").await,
+        StatusCode::OK,
+    )
+    .await;
+    assert!(cancelled.contains(&declined) && !cancelled.contains(&gift));
+    let gifts = text(
+        admin.get("/admin/orders?attributes=gift%3Dtrue").await,
+        StatusCode::OK,
+    )
+    .await;
+    assert!(gifts.contains(&gift) && !gifts.contains(&declined));
+    let by_customer = text(
+        admin
+            .get(&format!(
+                "/admin/orders?customer={}&attributes=channel%3Dweb",
+                app.client_id("customer")
+            ))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert!(by_customer.contains(&declined) && !by_customer.contains(&gift));
+
+    let bad = text(
+        admin.get("/admin/orders?created_from=yesterday").await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert!(bad.contains("<code>created_from</code>"), "{bad}");
+    assert!(!bad.contains(&gift), "no results beside the error");
+    let bad = text(
+        admin.get("/admin/orders?attributes=a%20b%3D1").await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert!(bad.contains("<code>attr.a b</code>"), "{bad}");
+    // A datetime-local value is read as UTC.
+    let ranged = text(
+        admin
+            .get("/admin/orders?created_from=2000-01-01T00%3A00&created_to=2001-01-01T00%3A00")
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert!(ranged.contains("No order matches."));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_order_page_shows_the_reservation_payment_and_shipment_of_a_delivered_order() {
+    let app = TestApp::spawn_with(
+        |b| b,
+        |c| {
+            c.courier_sim = ordo_app::config::CourierSim::Pace(std::time::Duration::from_millis(10))
+        },
+    )
+    .await;
+    let customer = app.token("customer").await;
+    let product = app.product_id(0).await;
+    let order = app.create_order(&customer, &product, 1).await;
+    let id = order["id"].as_str().unwrap();
+    app.wait_for_status(&customer, id, "delivered").await;
+    app.wait_for_quiet_bus().await;
+
+    let admin = Console::sign_in(&app, "admin").await;
+    let page = text(
+        admin.get(&format!("/admin/orders/{id}")).await,
+        StatusCode::OK,
+    )
+    .await;
+    for part in [
+        "Reservation",
+        "Payment",
+        "Shipment",
+        "Timeline",
+        "Courier log",
+    ] {
+        assert!(
+            page.contains(&format!("<h2>{part}</h2>"))
+                || page.contains(&format!("<h3>{part}</h3>")),
+            "{part}"
+        );
+    }
+    assert!(
+        page.contains(">committed</span>"),
+        "the reservation's state: {page}"
+    );
+    assert!(page.contains(">captured</span>"), "the payment's state");
+    assert!(page.contains("capture"), "its gateway calls");
+    assert!(page.contains(">delivered</span>"), "the shipment's state");
+    assert!(page.contains("order.delivered"), "the timeline");
+    // The live region re-renders on its own.
+    let region = text(
+        admin
+            .get(&format!("/admin/orders/{id}?fragment=live"))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert!(region.contains("Reservation") && !region.contains("<html"));
+}
+
+#[tokio::test]
+async fn admin_partial_refund_in_the_console_is_what_the_api_reports() {
+    let app = TestApp::spawn().await;
+    let customer = app.token("customer").await;
+    let product = app.product_id(0).await;
+    let order = app.create_order(&customer, &product, 1).await;
+    let id = order["id"].as_str().unwrap();
+    app.wait_for_status(&customer, id, "paid").await;
+    let payments = || async {
+        let body: Value = app
+            .get(&customer, &format!("/v1/orders/{id}/payments"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        body["items"][0].clone()
+    };
+    let payment = payments().await;
+    let payment_id = payment["id"].as_str().unwrap();
+    assert_eq!(payment["refunded"], "0.00");
+
+    let admin = Console::sign_in(&app, "admin").await;
+    let path = format!("/admin/payments/{payment_id}/refund");
+    let done = admin
+        .post(
+            &path,
+            &[("order", id), ("amount", "1.50"), ("reason", "goodwill")],
+        )
+        .await;
+    assert_eq!(done.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        done.headers()[LOCATION].to_str().unwrap(),
+        format!("/admin/orders/{id}?refunded=1")
+    );
+    let payment = payments().await;
+    assert_eq!(payment["refunded"], "1.50");
+    assert_eq!(payment["refunds"][0]["reason"], "goodwill");
+
+    // More than is left: the API's problem, naming the field.
+    let refused = admin
+        .post(
+            &path,
+            &[("order", id), ("amount", "100000"), ("reason", "")],
+        )
+        .await;
+    let page = text(refused, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert!(page.contains("<code>amount</code>"), "{page}");
+    let refused = admin.post(&path, &[("order", id), ("amount", "abc")]).await;
+    assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(payments().await["refunded"], "1.50");
+    // Without the session's token nothing happens.
+    let forged = admin
+        .post_without_csrf(&path, &[("order", id), ("amount", "1.00")])
+        .await;
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    assert_eq!(payments().await["refunded"], "1.50");
+}
+
+#[tokio::test]
+async fn admin_pages_are_403_for_a_customer() {
+    let app = TestApp::spawn().await;
+    let customer_token = app.token("customer").await;
+    let product = app.product_id(0).await;
+    let order = app.create_order(&customer_token, &product, 1).await;
+    let id = order["id"].as_str().unwrap();
+    let customer = Console::sign_in(&app, "customer").await;
+    for path in [
+        "/admin".to_owned(),
+        "/admin?fragment=overview".to_owned(),
+        "/admin/orders".to_owned(),
+        format!("/admin/orders/{id}"),
+    ] {
+        assert_eq!(
+            customer.get(&path).await.status(),
+            StatusCode::FORBIDDEN,
+            "{path}"
+        );
+    }
+    let refund = customer
+        .post(
+            "/admin/payments/pay_01J00000000000000000000000/refund",
+            &[("order", id)],
+        )
+        .await;
+    assert_eq!(refund.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        app.get(&customer_token, "/v1/admin/overview")
+            .await
+            .status(),
+        StatusCode::FORBIDDEN
+    );
 }

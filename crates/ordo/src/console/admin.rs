@@ -222,7 +222,7 @@ fn bar(n: u64, most: u64) -> Markup {
         (n as f64 / most as f64 * 100.0).max(1.0)
     };
     html! {
-        svg.bar viewBox="0 0 100 10" preserveAspectRatio="none" aria-hidden="true" {
+        svg.bar-track viewBox="0 0 100 10" preserveAspectRatio="none" aria-hidden="true" {
             rect width=(format!("{width:.1}")) height="10" rx="2" {}
         }
     }

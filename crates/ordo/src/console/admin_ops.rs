@@ -59,7 +59,7 @@ fn page(state: &ConsoleState, viewer: &Viewer, title: &str, nav: &str, content: 
 /// Records a console action in the audit log as the API request that
 /// does the same (`method`, `route`, concrete `path`), with the status
 /// the API answers for `outcome`.
-async fn audit<T>(
+pub(super) async fn audit<T>(
     state: &ConsoleState,
     viewer: &Viewer,
     request_id: &str,
@@ -205,8 +205,10 @@ pub async fn stuck(
             }
             p.sub { "Orders whose status has not moved for longer than its stage's threshold, with the likely cause and what to do." }
             @if let Some(n) = &notice { (layout::notice("ok", n)) }
-            (thresholds_form(&q.thresholds, &errors))
-            @if let Some(report) = &report { (stuck_report(&viewer, report, &q.thresholds)) }
+            div.stack {
+                (thresholds_form(&q.thresholds, &errors))
+                @if let Some(report) = &report { (stuck_report(&viewer, report, &q.thresholds)) }
+            }
         },
     );
     Ok((status, markup).into_response())
@@ -245,7 +247,7 @@ fn thresholds_form(typed: &Thresholds, errors: &[FieldError]) -> Markup {
     html! {
         form.card method="get" action="/admin/stuck" {
             h2 { "Thresholds" }
-            div.fields-2 {
+            div.thresholds {
                 @for (name, label, value, default) in fields {
                     @let error = errors.iter().find(|e| e.field == name);
                     div.field {
@@ -290,16 +292,16 @@ fn stuck_report(viewer: &Viewer, report: &StuckReport, typed: &Thresholds) -> Ma
                     p.muted { "None." }
                 } @else {
                     div.table-wrap {
-                        table {
+                        table.cards {
                             thead { tr { th { "Order" } th { "Waiting" } th.num { "Total" } th { "Likely cause" } th { "Actions" } } }
                             tbody {
                                 @for order in &stage.orders {
                                     tr {
-                                        td { a.mono href={ "/admin/orders/" (order.id) } { (order.id) } }
-                                        td { (layout::ago(order.since, report.checked_at).replace(" ago", "")) br; span.muted.small { "since " (layout::time(order.since)) } }
-                                        td.num { (order.total) " " (order.currency) }
-                                        td { div.causes { @for cause in &order.causes { (cause_view(cause)) } } }
-                                        td { div.actions { @for action in &order.actions { (action_view(viewer, order.id, *action, typed)) } } }
+                                        td data-label="Order" { a.mono href={ "/admin/orders/" (order.id) } { (order.id) } }
+                                        td data-label="Waiting" { (layout::ago(order.since, report.checked_at).replace(" ago", "")) br; span.muted.small { "since " (layout::time(order.since)) } }
+                                        td.num data-label="Total" { (order.total) " " (order.currency) }
+                                        td data-label="Likely cause" { div.causes { @for cause in &order.causes { (cause_view(cause)) } } }
+                                        td data-label="Actions" { div.actions { @for action in &order.actions { (action_view(viewer, order.id, *action, typed)) } } }
                                     }
                                 }
                             }
@@ -487,7 +489,7 @@ pub async fn dead_letters(
             } @else {
                 div.card {
                     div.table-wrap {
-                        table {
+                        table.cards {
                             thead { tr { th { "Letter" } th { "Event" } th { "Consumer" } th { "Error" } th { "Parked" } th { "Status" } th {} } }
                             tbody {
                                 @for l in &shown { (dead_letter_row(&viewer, l, now)) }
@@ -512,8 +514,8 @@ fn dead_letter_row(viewer: &Viewer, l: &DeadLetter, now: DateTime<Utc>) -> Marku
     let order = OrderId::parse(&l.subject).ok();
     html! {
         tr id=(l.id) {
-            td { span.mono.small { (l.id) } }
-            td {
+            td data-label="Letter" { span.mono.small { (l.id) } }
+            td data-label="Event" {
                 code { (l.event_type) } br;
                 span.small.muted { "of " }
                 @if let Some(order) = order {
@@ -522,10 +524,10 @@ fn dead_letter_row(viewer: &Viewer, l: &DeadLetter, now: DateTime<Utc>) -> Marku
                     span.mono.small { (l.subject) }
                 }
             }
-            td { code { (l.consumer) } br; span.small.muted { (l.attempts) " attempts" } }
-            td.error-text { (l.error) }
-            td { (layout::ago(l.parked_at, now)) br; span.small.muted { (layout::time(l.parked_at)) } }
-            td { span class={ "badge " (tone) } { (label) } }
+            td data-label="Consumer" { code { (l.consumer) } br; span.small.muted { (l.attempts) " attempts" } }
+            td.error-text data-label="Error" { (l.error) }
+            td data-label="Parked" { (layout::ago(l.parked_at, now)) br; span.small.muted { (layout::time(l.parked_at)) } }
+            td data-label="Status" { span class={ "badge " (tone) } { (label) } }
             td {
                 @if l.status == DeadLetterStatus::Parked {
                     form.inline method="post" action={ "/admin/dead-letters/" (l.id) "/replay" } {
@@ -652,7 +654,7 @@ async fn clients_page(
                 section.card {
                     h2 { "Clients" }
                     div.table-wrap {
-                        table {
+                        table.cards {
                             thead { tr { th { "Name" } th { "Client id" } th { "Role" } th { "Created" } th { "Status" } th {} } }
                             tbody { @for c in &clients { (client_row(viewer, c)) } }
                         }
@@ -692,11 +694,11 @@ fn client_row(viewer: &Viewer, c: &ApiClient) -> Markup {
     let own = c.id == viewer.principal().client_id;
     html! {
         tr {
-            td { (c.name) @if own { " " span.badge.info { "you" } } }
-            td { span.mono.small { (c.id) } }
-            td { (c.role.as_str()) }
-            td { (layout::time(c.created_at)) }
-            td {
+            td data-label="Name" { (c.name) @if own { " " span.badge.info { "you" } } }
+            td data-label="Client id" { span.mono.small { (c.id) } }
+            td data-label="Role" { (c.role.as_str()) }
+            td data-label="Created" { (layout::time(c.created_at)) }
+            td data-label="Status" {
                 @match c.revoked_at {
                     Some(at) => { span.badge.bad { "revoked" } br; span.small.muted { (layout::time(at)) } }
                     None => { span.badge.ok { "active" } }
@@ -705,7 +707,7 @@ fn client_row(viewer: &Viewer, c: &ApiClient) -> Markup {
             td {
                 @if c.revoked_at.is_none() {
                     @if own {
-                        span.small.muted { "signed in as this client" }
+                        span.small.muted title="An admin cannot revoke the client it is signed in as" { "you" }
                     } @else {
                         form.inline method="post" action={ "/admin/clients/" (c.id) "/revoke" }
                             data-confirm={ "Revoke " (c.name) "? Its tokens and sessions stop working at once; this cannot be undone." } {
@@ -866,20 +868,20 @@ pub async fn audit_page(
             } @else {
                 div.card {
                     div.table-wrap {
-                        table {
+                        table.cards {
                             thead { tr { th { "When" } th { "Admin" } th { "Action" } th { "Target" } th { "Outcome" } th { "Request" } } }
                             tbody {
                                 @for e in &entries.items {
                                     tr {
-                                        td { (layout::time(e.at)) br; span.small.muted { (layout::ago(e.at, now)) } }
-                                        td {
+                                        td data-label="When" { (layout::time(e.at)) br; span.small.muted { (layout::ago(e.at, now)) } }
+                                        td data-label="Admin" {
                                             @if let Some(name) = names.get(&e.actor) { (name) br; }
                                             span.mono.small { (e.actor) }
                                         }
-                                        td { code { (e.action) } }
-                                        td { span.mono.small.wrap { (e.target) } }
-                                        td { span class={ "badge " (status_tone(e.status)) } { (e.status) } }
-                                        td { @if let Some(id) = &e.request_id { span.mono.small.wrap { (id) } } }
+                                        td data-label="Action" { code { (e.action) } }
+                                        td data-label="Target" { span.mono.small.wrap { (e.target) } }
+                                        td data-label="Outcome" { span class={ "badge " (status_tone(e.status)) } { (e.status) } }
+                                        td data-label="Request" { @if let Some(id) = &e.request_id { span.mono.small.wrap { (id) } } }
                                     }
                                 }
                             }
@@ -1068,19 +1070,21 @@ fn chaos_page(
             }
             @if let Some((kind, message)) = &notice { (layout::notice(kind, message)) }
             (layout::form_errors(&errors.iter().map(|e| (e.field.clone(), e.message.clone())).collect::<Vec<_>>()))
-            section.card {
-                h2 { "Now active" }
-                @if s.active.is_empty() {
-                    p.muted { "Nothing: every control is off." }
-                } @else {
-                    ul.active-list { @for line in &s.active { li { (line) } } }
+            div.stack {
+                section.card {
+                    h2 { "Now active" }
+                    @if s.active.is_empty() {
+                        p.muted { "Nothing: every control is off." }
+                    } @else {
+                        ul.active-list { @for line in &s.active { li { (line) } } }
+                    }
                 }
-            }
-            div.grid.grid-2.chaos-grid {
-                (gateway_card(viewer, &s, sent, errors))
-                div.stack {
-                    (consumers_card(viewer, &s))
-                    (duplicate_card(viewer, &s, sent, errors))
+                div.grid.grid-2.chaos-grid {
+                    (gateway_card(viewer, &s, sent, errors))
+                    div.stack {
+                        (consumers_card(viewer, &s))
+                        (duplicate_card(viewer, &s, sent, errors))
+                    }
                 }
             }
         },

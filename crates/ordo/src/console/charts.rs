@@ -26,16 +26,17 @@ pub struct LineChart<'a> {
     pub area: bool,
 }
 
-const WIDTH: f64 = 600.0;
-const HEIGHT: f64 = 210.0;
-const LEFT: f64 = 44.0;
+// Drawn about as wide as a card shows it, so that its text keeps its size.
+const WIDTH: f64 = 360.0;
+const HEIGHT: f64 = 190.0;
+const LEFT: f64 = 34.0;
 const RIGHT: f64 = 12.0;
 const TOP: f64 = 24.0;
 const BOTTOM: f64 = 24.0;
 /// How many steps the value axis has.
 const Y_STEPS: u32 = 4;
 /// About how many instants the time axis names.
-const X_LABELS: i64 = 6;
+const X_LABELS: i64 = 5;
 
 /// A round step (1, 2 or 5 times a power of ten) for an axis up to `max`.
 fn nice_step(max: f64) -> f64 {
@@ -148,12 +149,23 @@ pub fn line_chart(chart: &LineChart<'_>) -> Markup {
                         path class=(if *alt { "line alt" } else { "line" }) d=(d) {}
                     }
                 }
+                // A value with no neighbour draws no line: a dot shows it.
+                @for s in chart.series {
+                    @for (i, (t, v)) in s.points.iter().enumerate() {
+                        @let lonely = i.checked_sub(1).and_then(|p| s.points.get(p)).is_none_or(|(_, v)| v.is_none())
+                            && s.points.get(i + 1).is_none_or(|(_, v)| v.is_none());
+                        @if let (Some(v), true) = (v, lonely) {
+                            circle class=(if s.alt { "dot alt" } else { "dot" })
+                                cx=(format!("{:.1}", x(*t))) cy=(format!("{:.1}", y(*v))) r="2.5" {}
+                        }
+                    }
+                }
                 // The legend, right-aligned above the plot.
                 @for (i, s) in chart.series.iter().enumerate().rev() {
-                    @let right = WIDTH - RIGHT - 110.0 * (chart.series.len() - 1 - i) as f64;
+                    @let right = WIDTH - RIGHT - 64.0 * (chart.series.len() - 1 - i) as f64;
                     line class=(if s.alt { "line alt" } else { "line" })
-                        x1=(right - 100.0) x2=(right - 84.0) y1="10" y2="10" {}
-                    text x=(right - 80.0) y="13" { (s.label) }
+                        x1=(right - 58.0) x2=(right - 44.0) y1="10" y2="10" {}
+                    text x=(right - 40.0) y="13" { (s.label) }
                 }
             }
             details {

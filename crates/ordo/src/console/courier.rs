@@ -63,21 +63,21 @@ fn active_table(shipments: &[Shipment]) -> Markup {
         } @else {
             div.card {
                 div.table-wrap {
-                    table {
+                    table.cards {
                         thead { tr {
-                            th { "Shipment" } th { "Status" } th { "Next stop" } th.hide-sm { "ETA" } th { "Progress" }
+                            th { "Shipment" } th { "Status" } th { "Next stop" } th { "ETA" } th { "Progress" }
                         } }
                         tbody {
                             @for s in shipments {
                                 @let total = s.route_length();
                                 @let reached = reached_count(s);
                                 tr {
-                                    td {
+                                    td data-label="Shipment" {
                                         a.mono href={ "/courier/shipments/" (s.id) } { (s.id) }
                                         br; span.muted.small { "order " span.mono { (s.order_id) } }
                                     }
-                                    td { (layout::badge(s.status.as_str())) }
-                                    td {
+                                    td data-label="Status" { (layout::badge(s.status.as_str())) }
+                                    td data-label="Next stop" {
                                         @match s.waypoint(s.next_waypoint) {
                                             Some(w) => {
                                                 strong { (w.seq) ". " (stop_kind(w.kind)) }
@@ -86,13 +86,13 @@ fn active_table(shipments: &[Shipment]) -> Markup {
                                             None => { span.muted { "—" } }
                                         }
                                     }
-                                    td.hide-sm {
+                                    td data-label="ETA" {
                                         @match s.eta {
                                             Some(eta) => (layout::time(eta)),
                                             None => span.muted { "—" },
                                         }
                                     }
-                                    td {
+                                    td data-label="Progress" {
                                         progress max=(total.max(1)) value=(reached) aria-label={ "Stops reached of shipment " (s.id) } { (reached) " of " (total) }
                                         br; span.muted.small { (reached) " of " (total) " stops · since " (layout::ago(s.created_at, now)) }
                                     }
@@ -200,7 +200,7 @@ fn log_card(viewer: &Viewer, log: &[CourierLogEntry]) -> Markup {
     }
 }
 
-fn refused_for<'a>(refused: Option<&'a Refused>, kind: CourierEventType) -> Option<&'a Refused> {
+fn refused_for(refused: Option<&Refused>, kind: CourierEventType) -> Option<&Refused> {
     refused.filter(|r| r.kind == kind.as_str())
 }
 

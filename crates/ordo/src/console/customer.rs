@@ -924,14 +924,28 @@ pub async fn cancel(
     CsrfForm { viewer, .. }: CsrfForm<Empty>,
 ) -> Result<Response, PageError> {
     let id = parse_order(&id)?;
-    let order = state
+    let result = state
         .orders()?
         .cancel(
             viewer.principal(),
             id,
-            &EventContext::from_request(request_id),
+            &EventContext::from_request(request_id.clone()),
         )
-        .await?;
+        .await
+        .map_err(ApiError::from);
+    // An admin's cancel is logged as the API's would be (200, or 202 when
+    // delivery settles it).
+    let answered = match &result {
+        Ok(order) if order.status != OrderStatus::Cancelled => StatusCode::ACCEPTED,
+        _ => StatusCode::OK,
+    };
+    let route = (
+        axum::http::Method::POST,
+        "/v1/orders/{id}/cancel",
+        format!("/v1/orders/{id}/cancel"),
+    );
+    super::admin_ops::audit(&state, &viewer, &request_id, route, &result, answered).await;
+    let order = result?;
     let outcome = if order.status == OrderStatus::Cancelled {
         "done"
     } else {

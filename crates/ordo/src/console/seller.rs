@@ -447,7 +447,7 @@ fn stock_card(product: &Product, level: &StockLevel) -> Markup {
     html! {
         section.card aria-labelledby="stock-h" {
             div.row.spread { h2 #stock-h { "Stock" } (stock_badge(product, level.available)) }
-            div.grid.grid-4 {
+            div.grid.stats {
                 @for (value, label) in [(level.available, "available"), (level.reserved, "reserved"), (level.allocated, "allocated"), (level.committed, "committed")] {
                     div.stat { span.value { (value) } span.label { (label) } }
                 }
