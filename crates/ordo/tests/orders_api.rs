@@ -345,6 +345,81 @@ async fn customers_see_only_their_own_orders_and_sellers_those_with_their_produc
 }
 
 /// The ids of the caller's orders that `query` lists, newest first.
+#[tokio::test]
+async fn a_seller_reads_only_its_lines_and_subtotal_and_no_payloads_of_a_multi_seller_order() {
+    let app = TestApp::spawn().await;
+    let admin = app.token("admin").await;
+    let created: Value = app
+        .post_json(
+            &admin,
+            "/v1/admin/clients",
+            &json!({"role": "seller", "name": "second seller"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let other = app
+        .token_for(
+            created["client_id"].as_str().unwrap(),
+            created["client_secret"].as_str().unwrap(),
+        )
+        .await;
+    let theirs: Value = app
+        .post_json(
+            &other,
+            "/v1/products",
+            &json!({"sku": "SECOND-1", "name": "Second seller's lamp", "price": "70.00",
+                    "currency": "EUR", "initial_stock": 5}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let mine = app.product_id(0).await;
+    app.wait_for_quiet_bus().await;
+    let mut body = order_body(&mine, 1);
+    body["items"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"product_id": theirs["id"], "quantity": 1}));
+    let customer = app.token("customer").await;
+    let response = app.post_json(&customer, "/v1/orders", &body).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let order: Value = response.json().await.unwrap();
+    let id = order["id"].as_str().unwrap();
+    app.wait_for_quiet_bus().await;
+
+    let seller = app.token("seller").await;
+    let seen: Value = app
+        .get(&seller, &format!("/v1/orders/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let items = seen["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["product_id"], mine.as_str());
+    assert_eq!(seen["total"], items[0]["line_total"], "its subtotal");
+    let listed: Value = app.get(&seller, "/v1/orders").await.json().await.unwrap();
+    assert_eq!(listed["items"][0]["items"].as_array().unwrap().len(), 1);
+    let timeline = app.timeline(&seller, id).await;
+    assert!(!timeline.is_empty());
+    assert!(
+        timeline.iter().all(|e| e["data"] == json!({})),
+        "no payloads: {timeline:?}"
+    );
+    // Its customer still reads the whole order.
+    let whole: Value = app
+        .get(&customer, &format!("/v1/orders/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(whole["items"].as_array().unwrap().len(), 2);
+    assert_eq!(whole["total"], order["total"]);
+}
+
 async fn listed(app: &TestApp, token: &str, query: &str) -> Vec<String> {
     let response = app.get(token, &format!("/v1/orders?{query}")).await;
     assert_eq!(response.status(), StatusCode::OK, "{query}");

@@ -93,9 +93,9 @@ fn duration_param(d: Duration) -> String {
     let ms = d.as_millis();
     match ms {
         0 => "0s".to_owned(),
-        _ if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
-        _ if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
-        _ if ms % 1000 == 0 => format!("{}s", ms / 1000),
+        _ if ms.is_multiple_of(3_600_000) => format!("{}h", ms / 3_600_000),
+        _ if ms.is_multiple_of(60_000) => format!("{}m", ms / 60_000),
+        _ if ms.is_multiple_of(1000) => format!("{}s", ms / 1000),
         _ => format!("{ms}ms"),
     }
 }
@@ -1126,6 +1126,15 @@ fn percent_field(
     }
 }
 
+/// A share's field: name, label, hint, its value as typed, its value now.
+type PercentField = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&ChaosForm) -> &String,
+    u32,
+);
+
 fn gateway_card(
     viewer: &Viewer,
     s: &ChaosStatus,
@@ -1135,7 +1144,7 @@ fn gateway_card(
     let enabled = s.enabled && s.gateway_simulator;
     let g = &s.state.gateway;
     let error = |name: &str| errors.iter().find(|e| e.field == format!("gateway.{name}"));
-    let fields: [(&str, &str, &str, fn(&ChaosForm) -> &String, u32); 4] = [
+    let fields: [PercentField; 4] = [
         (
             "decline_percent",
             "Declined",

@@ -126,8 +126,14 @@ fn set_cookie(response: &mut Response, value: String) {
     }
 }
 
-fn cookie_attributes(state: &ConsoleState) -> &'static str {
-    if state.secure_cookies {
+/// The cookies' attributes; `Secure` when the console is served over TLS
+/// (configured, or told by a proxy in front of it).
+fn cookie_attributes(state: &ConsoleState, headers: &HeaderMap) -> &'static str {
+    let proxied_tls = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"));
+    if state.secure_cookies || proxied_tls {
         "Path=/; HttpOnly; SameSite=Lax; Secure"
     } else {
         "Path=/; HttpOnly; SameSite=Lax"
@@ -153,6 +159,7 @@ pub async fn home(
     let notice = query.signed_out.is_some().then_some("You are signed out.");
     Ok(sign_in_page(
         &state,
+        &headers,
         StatusCode::OK,
         query.next.as_deref(),
         notice,
@@ -162,6 +169,7 @@ pub async fn home(
 
 fn sign_in_page(
     state: &ConsoleState,
+    headers: &HeaderMap,
     status: StatusCode,
     next: Option<&str>,
     notice: Option<&str>,
@@ -216,7 +224,7 @@ fn sign_in_page(
         &mut response,
         format!(
             "{SIGN_IN_CSRF_COOKIE}={csrf}; {}; Max-Age=3600",
-            cookie_attributes(state)
+            cookie_attributes(state, headers)
         ),
     );
     response
@@ -247,6 +255,7 @@ pub async fn sign_in(
     if form.client_id.trim().is_empty() || form.client_secret.is_empty() {
         return Ok(sign_in_page(
             &state,
+            &headers,
             StatusCode::UNPROCESSABLE_ENTITY,
             next,
             None,
@@ -267,20 +276,21 @@ pub async fn sign_in(
                 format!(
                     "{SESSION_COOKIE}={}; {}; Max-Age={max_age}",
                     signed_in.token,
-                    cookie_attributes(&state)
+                    cookie_attributes(&state, &headers)
                 ),
             );
             set_cookie(
                 &mut response,
                 format!(
                     "{SIGN_IN_CSRF_COOKIE}=; {}; Max-Age=0",
-                    cookie_attributes(&state)
+                    cookie_attributes(&state, &headers)
                 ),
             );
             Ok(response)
         }
         Err(TokenError::InvalidClient) => Ok(sign_in_page(
             &state,
+            &headers,
             StatusCode::UNAUTHORIZED,
             next,
             None,
@@ -311,7 +321,7 @@ pub async fn sign_out(
         &mut response,
         format!(
             "{SESSION_COOKIE}=; {}; Max-Age=0",
-            cookie_attributes(&state)
+            cookie_attributes(&state, &headers)
         ),
     );
     Ok(response)
