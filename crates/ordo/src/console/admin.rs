@@ -23,7 +23,7 @@ use serde::Deserialize;
 
 use super::charts::{self, LineChart, Series};
 use super::customer::{
-    ORDERS_PAGE, decode_cursor, encode_cursor, orders_table, progress_view, reason_in_words,
+    ORDERS_PAGE, decode_cursor, encode_cursor, orders_table_linked, progress_view, reason_in_words,
 };
 use super::session::{CsrfForm, Viewer};
 use super::{ConsoleState, PageError, layout};
@@ -422,7 +422,7 @@ pub async fn orders(
                 @if orders.is_empty() {
                     (layout::empty("No order matches."))
                 } @else {
-                    div.card { (orders_table(orders, true)) }
+                    div.card { (orders_table_linked(orders, true, "/admin/orders/")) }
                     @if let Some(cursor) = next {
                         nav.pager aria-label="Pages" {
                             span {}

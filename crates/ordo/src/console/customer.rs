@@ -516,6 +516,11 @@ pub fn parse_status(status: Option<&str>) -> Result<Option<OrderStatus>, PageErr
 
 /// A table of orders, linked to their pages.
 pub fn orders_table(orders: &[Order], show_customer: bool) -> Markup {
+    orders_table_linked(orders, show_customer, "/orders/")
+}
+
+/// A table of orders, each linked to `link` followed by its id.
+pub fn orders_table_linked(orders: &[Order], show_customer: bool, link: &str) -> Markup {
     let now = Utc::now();
     html! {
         div.table-wrap {
@@ -528,7 +533,7 @@ pub fn orders_table(orders: &[Order], show_customer: bool) -> Markup {
                 tbody {
                     @for o in orders {
                         tr {
-                            td { a.mono href={ "/orders/" (o.id) } { (o.id) } }
+                            td { a.mono href={ (link) (o.id) } { (o.id) } }
                             td { (layout::badge(o.status.as_str())) }
                             td.hide-sm {
                                 @for (i, item) in o.items.iter().enumerate().take(3) {
@@ -951,7 +956,12 @@ pub async fn cancel(
     } else {
         "requested"
     };
-    Ok(Redirect::to(&format!("/orders/{id}?cancel={outcome}")).into_response())
+    // Back to the page the admin acted from; customers to their order.
+    let page = match viewer.principal().role {
+        Role::Admin => format!("/admin/orders/{id}"),
+        _ => format!("/orders/{id}"),
+    };
+    Ok(Redirect::to(&format!("{page}?cancel={outcome}")).into_response())
 }
 
 #[cfg(test)]

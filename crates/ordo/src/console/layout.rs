@@ -2,7 +2,7 @@
 
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
-use maud::{DOCTYPE, Markup, PreEscaped, html};
+use maud::{DOCTYPE, Markup, html};
 use ordo_http::Role;
 
 use super::assets;
@@ -204,9 +204,4 @@ pub fn form_errors(errors: &[(String, String)]) -> Markup {
             }
         }
     }
-}
-
-/// Marks up preformatted text that is already safe (generated SVG).
-pub fn raw(svg: String) -> Markup {
-    PreEscaped(svg)
 }

@@ -205,10 +205,6 @@ impl<E: Into<ApiError>> From<E> for PageError {
 }
 
 impl PageError {
-    fn forbidden(why: &str) -> Self {
-        Self::Api(ApiError::Forbidden(why.to_owned()))
-    }
-
     fn not_found(what: &str) -> Self {
         Self::Api(ApiError::not_found(what))
     }
