@@ -196,7 +196,8 @@ impl Follower {
     async fn read(&self) -> Result<(Order, Vec<TimelineEntry>), StoreError> {
         let store = self.service.store();
         let order = store.get(self.id).await?;
-        let timeline = OrdersService::timeline_seen_by(&self.caller, store.timeline(self.id).await?);
+        let timeline =
+            OrdersService::timeline_seen_by(&self.caller, store.timeline(self.id).await?);
         Ok((order, timeline))
     }
 }

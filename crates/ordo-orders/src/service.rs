@@ -648,7 +648,10 @@ impl OrdersService {
         id: OrderId,
     ) -> Result<Vec<TimelineEntry>, OrderError> {
         self.get(caller, id).await?;
-        Ok(Self::timeline_seen_by(caller, self.store.timeline(id).await?))
+        Ok(Self::timeline_seen_by(
+            caller,
+            self.store.timeline(id).await?,
+        ))
     }
 
     /// An order's timeline as `caller` may read it: a seller sees what

@@ -119,17 +119,27 @@ impl Api {
         let page = self.http.get(self.at("/")).send().await?;
         let signin = cookie(&page, "ordo_signin")
             .ok_or_else(|| anyhow::anyhow!("{} serves no console sign-in", self.url))?;
-        let csrf = signin.split_once('=').map(|(_, v)| v.to_owned()).unwrap_or_default();
+        let csrf = signin
+            .split_once('=')
+            .map(|(_, v)| v.to_owned())
+            .unwrap_or_default();
         let signed_in = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()?
             .post(self.at("/sign-in"))
             .header(reqwest::header::COOKIE, &signin)
-            .form(&[("client_id", id), ("client_secret", secret), ("csrf", &csrf)])
+            .form(&[
+                ("client_id", id),
+                ("client_secret", secret),
+                ("csrf", &csrf),
+            ])
             .send()
             .await?;
         cookie(&signed_in, "ordo_session").ok_or_else(|| {
-            anyhow::anyhow!("signing in to the console as the demo {role} failed: {}", signed_in.status())
+            anyhow::anyhow!(
+                "signing in to the console as the demo {role} failed: {}",
+                signed_in.status()
+            )
         })
     }
 
