@@ -470,8 +470,8 @@ pub async fn place_order(
 
 #[derive(Deserialize)]
 pub struct OrdersQuery {
-    status: Option<String>,
-    before: Option<String>,
+    pub status: Option<String>,
+    pub before: Option<String>,
 }
 
 /// How many orders a list page shows.
@@ -567,44 +567,75 @@ pub fn status_tabs(base: &str, current: Option<OrderStatus>) -> Markup {
     }
 }
 
+/// A page of the orders the viewer may see (the service narrows them to
+/// the caller's scope), one status or all, and the cursor of the next.
+pub struct OrderListPage {
+    pub status: Option<OrderStatus>,
+    pub orders: Vec<Order>,
+    pub next: Option<String>,
+}
+
+impl OrderListPage {
+    pub async fn load(
+        state: &ConsoleState,
+        viewer: &Viewer,
+        q: &OrdersQuery,
+    ) -> Result<Self, PageError> {
+        let status = parse_status(q.status.as_deref())?;
+        let filter = OrderFilter {
+            status,
+            before: decode_cursor(q.before.as_deref())?,
+            ..OrderFilter::default()
+        };
+        let mut orders = state
+            .orders()?
+            .list(viewer.principal(), filter, ORDERS_PAGE + 1)
+            .await?;
+        let next = if orders.len() > ORDERS_PAGE {
+            orders.truncate(ORDERS_PAGE);
+            orders.last().map(|o| encode_cursor(o.id))
+        } else {
+            None
+        };
+        Ok(Self {
+            status,
+            orders,
+            next,
+        })
+    }
+
+    /// Status tabs, the table (or `empty`), and the link to older orders.
+    pub fn render(&self, base: &str, show_customer: bool, empty: &str) -> Markup {
+        html! {
+            (status_tabs(base, self.status))
+            @if self.orders.is_empty() {
+                (layout::empty(empty))
+            } @else {
+                div.card { (orders_table(&self.orders, show_customer)) }
+                @if let Some(cursor) = &self.next {
+                    nav.pager aria-label="Pages" {
+                        span {}
+                        a.button.secondary href={ (base) "?before=" (cursor) @if let Some(s) = self.status { "&status=" (s.as_str()) } } { "Older orders" }
+                    }
+                }
+            }
+        }
+    }
+}
+
 pub async fn my_orders(
     viewer: Viewer,
     State(state): State<ConsoleState>,
     Query(q): Query<OrdersQuery>,
 ) -> Page {
-    let status = parse_status(q.status.as_deref())?;
-    let before = decode_cursor(q.before.as_deref())?;
-    let filter = OrderFilter {
-        status,
-        before,
-        ..OrderFilter::default()
-    };
-    let mut orders = state
-        .orders()?
-        .list(viewer.principal(), filter, ORDERS_PAGE + 1)
-        .await?;
-    let next = (orders.len() > ORDERS_PAGE).then(|| {
-        orders.truncate(ORDERS_PAGE);
-        orders.last().map(|o| encode_cursor(o.id))
-    });
+    let list = OrderListPage::load(&state, &viewer, &q).await?;
     Ok(layout::page(
         &viewer,
         "My orders",
         "/orders",
         html! {
             div.page-head { h1 { "My orders" } a.button href="/shop" { "Shop" } }
-            (status_tabs("/orders", status))
-            @if orders.is_empty() {
-                (layout::empty("No orders here yet."))
-            } @else {
-                div.card { (orders_table(&orders, false)) }
-                @if let Some(Some(cursor)) = next {
-                    nav.pager aria-label="Pages" {
-                        span {}
-                        a.button.secondary href={ "/orders?before=" (cursor) @if let Some(s) = status { "&status=" (s.as_str()) } } { "Older orders" }
-                    }
-                }
-            }
+            (list.render("/orders", false, "No orders here yet."))
         },
     ))
 }

@@ -16,12 +16,9 @@ use ordo_inventory::catalog::Product;
 use ordo_inventory::service::{ProductDraft, ProductEdit, StockEdit};
 use ordo_inventory::stock::StockLevel;
 use ordo_kernel::ProductId;
-use ordo_orders::store::OrderFilter;
 use serde::Deserialize;
 
-use super::customer::{
-    ORDERS_PAGE, decode_cursor, encode_cursor, orders_table, parse_status, status_tabs,
-};
+use super::customer::{OrderListPage, OrdersQuery};
 use super::session::{CsrfForm, Viewer};
 use super::{ConsoleState, Page, PageError, layout};
 
@@ -126,12 +123,6 @@ fn is_low(product: &Product, available: i64) -> bool {
 
 // --- Orders ------------------------------------------------------------------
 
-#[derive(Deserialize)]
-pub struct OrdersQuery {
-    status: Option<String>,
-    before: Option<String>,
-}
-
 /// `GET /seller/orders`: the orders that hold the seller's products, each
 /// narrowed to the seller's lines by the orders service.
 pub async fn orders(
@@ -140,21 +131,11 @@ pub async fn orders(
     Query(q): Query<OrdersQuery>,
 ) -> Page {
     require_seller(&viewer)?;
-    let status = parse_status(q.status.as_deref())?;
-    let before = decode_cursor(q.before.as_deref())?;
-    let filter = OrderFilter {
-        status,
-        before,
-        ..OrderFilter::default()
+    let list = OrderListPage::load(&state, &viewer, &q).await?;
+    let empty = match list.status {
+        Some(s) => format!("No {} orders of your products.", s.as_str()),
+        None => "No orders of your products yet.".to_owned(),
     };
-    let mut orders = state
-        .orders()?
-        .list(viewer.principal(), filter, ORDERS_PAGE + 1)
-        .await?;
-    let next = (orders.len() > ORDERS_PAGE).then(|| {
-        orders.truncate(ORDERS_PAGE);
-        orders.last().map(|o| encode_cursor(o.id))
-    });
     Ok(layout::page(
         &viewer,
         "Orders",
@@ -162,21 +143,7 @@ pub async fn orders(
         html! {
             div.page-head { h1 { "Orders" } a.button.secondary href="/seller/products" { "Catalog & stock" } }
             p.sub { "Orders that hold your products. Each shows your lines and your subtotal only." }
-            (status_tabs("/seller/orders", status))
-            @if orders.is_empty() {
-                @match status {
-                    Some(s) => (layout::empty(&format!("No {} orders of your products.", s.as_str()))),
-                    None => (layout::empty("No orders of your products yet.")),
-                }
-            } @else {
-                div.card { (orders_table(&orders, true)) }
-                @if let Some(Some(cursor)) = next {
-                    nav.pager aria-label="Pages" {
-                        span {}
-                        a.button.secondary href={ "/seller/orders?before=" (cursor) @if let Some(s) = status { "&status=" (s.as_str()) } } { "Older orders" }
-                    }
-                }
-            }
+            (list.render("/seller/orders", true, &empty))
         },
     ))
 }
