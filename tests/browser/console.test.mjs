@@ -127,8 +127,11 @@ test("a customer places an order in the shop and watches it reach delivered with
   const page = await signIn(demo, "customer");
   assert.match(page.url(), /\/shop$/);
   await shot(page, "customer-shop");
-  await page.locator(".product").first().locator("button[type=submit]").click();
-  await page.waitForURL(/\/shop\/checkout/);
+  // Two products ordered together.
+  await page.locator(".product").nth(0).locator("input[name=quantity]").fill("2");
+  await page.locator(".product").nth(1).locator("input[name=quantity]").fill("1");
+  await Promise.all([page.waitForURL(/\/shop\/checkout/), page.click(".checkout-bar button[type=submit]")]);
+  assert.equal(await page.locator("form[action='/shop/checkout'] input[name=product]").count(), 2);
   await page.fill("#name", "Ada Lovelace");
   await page.fill("#line1", "Unter den Linden 1");
   await page.fill("#postal_code", "10117");
@@ -144,6 +147,7 @@ test("a customer places an order in the shop and watches it reach delivered with
   assert.equal(page.url(), orderUrl);
   assert.equal(await page.locator("#order-live .stepper li.done").count(), 5);
   await page.waitForSelector("#order-live .timeline li:has-text('Order delivered')");
+  assert.equal(await page.locator("#order-live section.card:has(h2:text('Items')) tbody tr").count(), 2);
   await shot(page, "customer-order-delivered");
   await page.setViewportSize({ width: 390, height: 844 });
   await shot(page, "customer-order-phone");

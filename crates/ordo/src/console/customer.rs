@@ -2,7 +2,7 @@
 //! page every role opens (its customer, a seller of one of its lines, an
 //! admin), which follows the order live.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use base64::Engine;
@@ -169,6 +169,7 @@ fn parse_order(id: &str) -> Result<OrderId, PageError> {
 #[derive(Deserialize)]
 pub struct ShopQuery {
     after: Option<String>,
+    choose: Option<String>,
 }
 
 /// How many products a shop page shows.
@@ -200,32 +201,43 @@ pub async fn shop(
         "/shop",
         html! {
             div.page-head { h1 { "Shop" } }
+            @if q.choose.is_some() { (layout::notice("warn", "Choose a quantity of at least one product first.")) }
             @if shown.is_empty() {
                 (layout::empty("Nothing is for sale yet."))
             } @else {
-                div.products {
-                    @for p in &shown {
-                        article.card.product {
-                            div.name { (p.name) }
-                            div.muted.small.mono { (p.sku) }
-                            div.price { (p.currency.format(p.price)) " " span.muted.small { (p.currency.as_str()) } }
-                            div {
-                                @if p.available > 0 {
-                                    span.badge.ok { (p.available) " in stock" }
-                                } @else {
-                                    span.badge.bad { "Out of stock" }
-                                }
-                            }
-                            @if buyable {
-                                form method="get" action="/shop/checkout" {
-                                    input type="hidden" name="product" value=(p.id);
-                                    div.field {
-                                        label for={ "q-" (p.id) } { "Quantity" }
-                                        input.qty id={ "q-" (p.id) } type="number" name="quantity" min="1" max="10000" value="1" required;
+                // One form: each card's "Buy" checks out that product, the
+                // button at the end every product with a quantity.
+                form method="get" action="/shop/checkout" {
+                    div.products {
+                        @for p in &shown {
+                            article.card.product {
+                                div.name { (p.name) }
+                                div.muted.small.mono { (p.sku) }
+                                div.price { (p.currency.format(p.price)) " " span.muted.small { (p.currency.as_str()) } }
+                                div {
+                                    @if p.available > 0 {
+                                        span.badge.ok { (p.available) " in stock" }
+                                    } @else {
+                                        span.badge.bad { "Out of stock" }
                                     }
-                                    button type="submit" disabled[p.available <= 0] { "Buy" }
+                                }
+                                @if buyable {
+                                    div.buy {
+                                        input type="hidden" name="product" value=(p.id);
+                                        div.field {
+                                            label for={ "q-" (p.id) } { "Quantity" }
+                                            input.qty id={ "q-" (p.id) } type="number" name="quantity" min="0" max="10000" value="0";
+                                        }
+                                        button type="submit" name="only" value=(p.id) disabled[p.available <= 0] { "Buy" }
+                                    }
                                 }
                             }
+                        }
+                    }
+                    @if buyable {
+                        div.checkout-bar {
+                            span.muted { "Set quantities on several products to order them together." }
+                            button type="submit" { "Check out these items" }
                         }
                     }
                 }
@@ -239,48 +251,93 @@ pub async fn shop(
 
 // --- Checkout ----------------------------------------------------------------
 
-#[derive(Deserialize, Default, Clone)]
+/// Lines an order placed from the console may hold.
+const MAX_CHECKOUT_LINES: usize = 20;
+
+/// The checkout form: its lines (product and quantity, in order) and the
+/// rest by name. Read from repeated `product` and `quantity` fields.
+#[derive(Default, Clone)]
 pub struct CheckoutForm {
-    #[serde(default)]
-    product: String,
-    #[serde(default)]
-    quantity: String,
-    #[serde(default)]
+    lines: Vec<(String, String)>,
     name: String,
-    #[serde(default)]
     line1: String,
-    #[serde(default)]
     line2: String,
-    #[serde(default)]
     city: String,
-    #[serde(default)]
     postal_code: String,
-    #[serde(default)]
     country: String,
-    #[serde(default)]
     card: String,
-    #[serde(default)]
     idempotency_key: String,
-    #[serde(default)]
     note: String,
+}
+
+impl CheckoutForm {
+    fn from_pairs(pairs: Vec<(String, String)>) -> Self {
+        let mut form = Self::default();
+        let mut products = Vec::new();
+        let mut quantities = Vec::new();
+        let mut only = None;
+        for (key, value) in pairs {
+            match key.as_str() {
+                "product" => products.push(value),
+                "quantity" => quantities.push(value),
+                "only" => only = Some(value),
+                "name" => form.name = value,
+                "line1" => form.line1 = value,
+                "line2" => form.line2 = value,
+                "city" => form.city = value,
+                "postal_code" => form.postal_code = value,
+                "country" => form.country = value,
+                "card" => form.card = value,
+                "idempotency_key" => form.idempotency_key = value,
+                "note" => form.note = value,
+                _ => {}
+            }
+        }
+        form.lines = products
+            .into_iter()
+            .zip(quantities.into_iter().chain(std::iter::repeat(String::new())))
+            .collect();
+        if let Some(only) = only {
+            // "Buy" on one card: that product, one unit unless more is set.
+            form.lines.retain(|(p, _)| *p == only);
+            form.lines.truncate(1);
+            for (_, q) in &mut form.lines {
+                if q.trim().parse::<i64>().unwrap_or(0) < 1 {
+                    *q = "1".to_owned();
+                }
+            }
+        }
+        form
+    }
 }
 
 fn new_key() -> String {
     format!("console-{}", ulid::Ulid::new())
 }
 
+/// `GET /shop/checkout?product=…&quantity=…[&only=…]`.
 pub async fn checkout(
     viewer: Viewer,
     State(state): State<ConsoleState>,
-    Query(mut form): Query<CheckoutForm>,
+    RawQuery(query): RawQuery,
 ) -> Result<Response, PageError> {
     viewer.principal().require(&[Role::Customer])?;
-    if form.quantity.is_empty() {
-        form.quantity = "1".to_owned();
+    let pairs = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect();
+    let mut form = CheckoutForm::from_pairs(pairs);
+    // The shop sends every card; only those with a quantity are ordered.
+    form.lines.retain(|(_, q)| q.trim() != "0");
+    form.lines.truncate(MAX_CHECKOUT_LINES);
+    for (_, q) in &mut form.lines {
+        if q.trim().is_empty() {
+            *q = "1".to_owned();
+        }
     }
-    if form.card.is_empty() {
-        form.card = "tok_visa".to_owned();
+    if form.lines.is_empty() {
+        return Ok(Redirect::to("/shop?choose=1").into_response());
     }
+    form.card = "tok_visa".to_owned();
     form.idempotency_key = new_key();
     checkout_page(&viewer, &state, &form, &[], StatusCode::OK).await
 }
@@ -292,17 +349,22 @@ async fn checkout_page(
     errors: &[(String, String)],
     status: StatusCode,
 ) -> Result<Response, PageError> {
-    let product = match ProductId::parse(&form.product) {
-        Ok(id) => match state.inventory()?.products().get(id).await {
-            Ok(p) if p.active => Some(p),
-            Ok(_) | Err(ordo_kernel::StoreError::NotFound) => None,
-            Err(e) => return Err(e.into()),
-        },
-        Err(_) => None,
-    };
-    let Some(product) = product else {
-        return Err(PageError::not_found("this product is not for sale"));
-    };
+    let inventory = state.inventory()?;
+    let mut lines = Vec::with_capacity(form.lines.len());
+    for (product, quantity) in &form.lines {
+        let found = match ProductId::parse(product) {
+            Ok(id) => match inventory.products().get(id).await {
+                Ok(p) if p.active => Some(p),
+                Ok(_) | Err(ordo_kernel::StoreError::NotFound) => None,
+                Err(e) => return Err(e.into()),
+            },
+            Err(_) => None,
+        };
+        let Some(found) = found else {
+            return Err(PageError::not_found("a product of this order is not for sale"));
+        };
+        lines.push((found, quantity.clone()));
+    }
     let error_of = |field: &str| {
         errors
             .iter()
@@ -322,33 +384,58 @@ async fn checkout_page(
                 }
             }
         };
-    let quantity_error = error_of("items[0].quantity").or_else(|| error_of("items"));
+    // What the lines come to at today's prices (the order is priced again
+    // from the catalog when it is placed).
+    let currency = lines.first().map(|(p, _)| p.currency);
+    let mixed = lines.iter().any(|(p, _)| Some(p.currency) != currency);
+    let estimate: rust_decimal::Decimal = lines
+        .iter()
+        .map(|(p, q)| p.price * rust_decimal::Decimal::from(q.trim().parse::<i64>().unwrap_or(0).max(0)))
+        .sum();
     let markup = layout::page(
         viewer,
         "Checkout",
         "/shop",
         html! {
-            div.page-head { h1 { "Checkout" } }
+            div.page-head { h1 { "Checkout" } a.button.secondary href="/shop" { "Back to the shop" } }
             (layout::form_errors(errors))
             form method="post" action="/shop/checkout" {
                 (viewer.csrf_field())
                 input type="hidden" name="idempotency_key" value=(form.idempotency_key);
-                input type="hidden" name="product" value=(product.id);
                 div.grid.grid-2 {
                     div.stack {
                         section.card {
-                            h2 { "Your item" }
-                            dl.facts {
-                                dt { "Product" } dd { (product.name) " " span.muted.mono.small { (product.sku) } }
-                                dt { "Price" } dd { (product.currency.format(product.price)) " " (product.currency.as_str()) " each" }
-                                dt { "Availability" } dd { @if product.available > 0 { (product.available) " in stock" } @else { "out of stock — the order will be cancelled" } }
+                            h2 { @if lines.len() == 1 { "Your item" } @else { "Your items" } }
+                            div.table-wrap {
+                                table {
+                                    thead { tr { th { "Item" } th.num { "Price" } th.num { "Quantity" } } }
+                                    tbody {
+                                        @for (i, (p, quantity)) in lines.iter().enumerate() {
+                                            @let field = format!("items[{i}].quantity");
+                                            @let error = error_of(&field).or_else(|| error_of(&format!("items[{i}].product_id")));
+                                            tr {
+                                                td {
+                                                    (p.name) br;
+                                                    span.muted.small.mono { (p.sku) }
+                                                    @if p.available <= 0 { br; span.badge.bad { "out of stock — the order will be cancelled" } }
+                                                }
+                                                td.num { (p.currency.format(p.price)) " " (p.currency.as_str()) }
+                                                td.num {
+                                                    input type="hidden" name="product" value=(p.id);
+                                                    label.visually-hidden for={ "quantity-" (i) } { "Quantity of " (p.name) }
+                                                    input.qty id={ "quantity-" (i) } type="number" name="quantity" min="1" max="10000" value=(quantity) required
+                                                        aria-invalid=[error.as_ref().map(|_| "true")];
+                                                    @if let Some(e) = error { div.error { (e) } }
+                                                }
+                                            }
+                                        }
+                                    }
+                                    @if let (Some(c), false) = (currency, mixed) {
+                                        tfoot { tr { td colspan="2" { "Estimated total" } td.num { (c.format(estimate)) " " (c.as_str()) } } }
+                                    }
+                                }
                             }
-                            div.field {
-                                label for="quantity" { "Quantity" }
-                                input.qty #quantity type="number" name="quantity" min="1" max="10000" value=(form.quantity) required
-                                    aria-invalid=[quantity_error.as_ref().map(|_| "true")];
-                                @if let Some(e) = quantity_error { div.error { (e) } }
-                            }
+                            @if let Some(e) = error_of("items") { div.error { (e) } }
                         }
                         section.card {
                             h2 { "Payment" }
@@ -393,21 +480,34 @@ async fn checkout_page(
 pub async fn place_order(
     State(state): State<ConsoleState>,
     RequestId(request_id): RequestId,
-    CsrfForm { viewer, form }: CsrfForm<CheckoutForm>,
+    CsrfForm { viewer, form }: CsrfForm<Vec<(String, String)>>,
 ) -> Result<Response, PageError> {
     viewer.principal().require(&[Role::Customer])?;
     let orders = state.orders()?;
-    let mut form = form;
+    let mut form = CheckoutForm::from_pairs(form);
     if form.idempotency_key.trim().is_empty() || form.idempotency_key.len() > 200 {
         form.idempotency_key = new_key();
     }
-    let quantity = form.quantity.trim().parse::<i64>();
     let mut errors = Vec::new();
-    if quantity.is_err() {
+    if form.lines.len() > MAX_CHECKOUT_LINES {
         errors.push((
-            "items[0].quantity".to_owned(),
-            "must be a whole number from 1 to 10000".to_owned(),
+            "items".to_owned(),
+            format!("the console takes at most {MAX_CHECKOUT_LINES} lines"),
         ));
+    }
+    let mut items = Vec::with_capacity(form.lines.len());
+    for (i, (product, quantity)) in form.lines.iter().enumerate() {
+        let parsed = quantity.trim().parse::<i64>();
+        if parsed.is_err() {
+            errors.push((
+                format!("items[{i}].quantity"),
+                "must be a whole number from 1 to 10000".to_owned(),
+            ));
+        }
+        items.push(LineRequest {
+            product_id: product.clone(),
+            quantity: parsed.unwrap_or(1),
+        });
     }
     let attributes = if form.note.trim().is_empty() {
         serde_json::json!({"channel": "console"})
@@ -417,10 +517,7 @@ pub async fn place_order(
     // The API's own request and validation: the same rules, field names
     // and messages.
     let request = CreateOrderRequest {
-        items: vec![LineRequest {
-            product_id: form.product.clone(),
-            quantity: quantity.clone().unwrap_or(1),
-        }],
+        items,
         shipping_address: AddressRequest {
             name: form.name.clone(),
             line1: form.line1.clone(),
@@ -453,6 +550,9 @@ pub async fn place_order(
         }
         Err(ApiError::Validation { errors: fields, .. }) => {
             errors.extend(fields.into_iter().map(|f| (f.field, f.message)));
+            if form.lines.is_empty() {
+                return Ok(Redirect::to("/shop?choose=1").into_response());
+            }
             checkout_page(
                 &viewer,
                 &state,
