@@ -10,15 +10,17 @@ mod routes;
 mod service;
 mod sessions;
 mod store;
+mod throttle;
 
 pub use audit::{
     AUDIT_ID_PREFIX, AuditEntry, AuditLog, AuditPage, AuditStore, NewAuditEntry, PgAuditStore,
     SqliteAuditStore,
 };
-pub use routes::{AuthState, admin_router, token_router};
+pub use routes::{AuthState, SourceAddress, admin_router, token_router};
 pub use service::{AuthService, CreatedClient, StoreDirectory, TokenError};
 pub use sessions::{DEFAULT_SESSION_TTL, NewSession, Session, Sessions};
 pub use store::{
     ApiClient, ClientStore, MIGRATIONS, PG_MIGRATIONS, PgClientStore, SessionStore,
     SqliteClientStore, StoredSession,
 };
+pub use throttle::{Lockout, Throttle, ThrottleLimits};

@@ -1,9 +1,12 @@
 //! `POST /oauth/token` and the admin routes for API clients.
 
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -39,6 +42,30 @@ impl AuthState {
         let client = self.service.revoke_client(principal, id).await?;
         self.authenticator.forget(client.id);
         Ok(client)
+    }
+}
+
+/// The address a request came from: the peer of the connection, when the
+/// server was started with connect info (`X-Forwarded-For` is not trusted:
+/// any client can send it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceAddress(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for SourceAddress {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip())
+            .or_else(|| {
+                parts
+                    .extensions
+                    .get::<axum::extract::connect_info::MockConnectInfo<SocketAddr>>()
+                    .map(|mock| mock.0.ip())
+            });
+        Ok(Self(peer.map(|ip| ip.to_canonical())))
     }
 }
 
@@ -106,6 +133,33 @@ fn oauth_error(status: StatusCode, error: &str, detail: &str, field: Option<&str
         );
     }
     response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    response
+}
+
+/// 429: the client id or the address is locked out for `retry_after`.
+pub fn too_many_attempts(retry_after: std::time::Duration) -> Response {
+    let secs = retry_after.as_secs().max(1);
+    let detail = format!("too many failed attempts: retry in {secs} seconds");
+    let problem = ordo_http::Problem {
+        problem_type: "/problems/too-many-attempts".to_owned(),
+        title: "Too Many Requests".to_owned(),
+        status: StatusCode::TOO_MANY_REQUESTS.as_u16(),
+        detail: detail.clone(),
+        errors: Vec::new(),
+        request_id: None,
+    };
+    let mut response = problem_response(&problem);
+    if let Ok(mut body) = serde_json::to_value(&problem) {
+        body["error"] = "invalid_client".into();
+        body["error_description"] = detail.into();
+        *response.body_mut() = axum::body::Body::from(body.to_string());
+    }
+    let headers = response.headers_mut();
+    headers.insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+    headers.insert(
         header::CACHE_CONTROL,
         header::HeaderValue::from_static("no-store"),
     );
@@ -189,10 +243,15 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
         (status = 200, body = TokenResponse),
         (status = 400, body = ordo_http::Problem, content_type = "application/problem+json"),
         (status = 401, body = ordo_http::Problem, content_type = "application/problem+json"),
+        (status = 429, body = ordo_http::Problem, content_type = "application/problem+json",
+            description = "too many failed attempts for this client id or from this address: \
+                every attempt is refused, even with the right secret, until the lockout ends",
+            headers(("Retry-After" = u64, description = "seconds until the lockout ends"))),
     )
 )]
 async fn token(
     State(state): State<AuthState>,
+    SourceAddress(source): SourceAddress,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
@@ -235,7 +294,7 @@ async fn token(
             Some("client_id"),
         );
     };
-    match state.service.token(&client_id, &secret).await {
+    match state.service.token(&client_id, &secret, source).await {
         Ok((access_token, role)) => {
             let body = TokenResponse {
                 access_token,
@@ -251,6 +310,7 @@ async fn token(
             "the client credentials are invalid",
             None,
         ),
+        Err(TokenError::Throttled { retry_after }) => too_many_attempts(retry_after),
         Err(TokenError::Store(err)) => ApiError::from(err).into_response(),
         Err(TokenError::Other(err)) => ApiError::Internal(err).into_response(),
     }

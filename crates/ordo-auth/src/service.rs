@@ -1,3 +1,4 @@
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use ordo_http::{ApiError, Jwt, Principal, Role};
 use ordo_kernel::{ClientId, Clock, IdGen, StoreError};
 use rand::RngCore;
 
+use crate::throttle::{Throttle, ThrottleLimits};
 use crate::{ApiClient, ClientStore};
 
 /// Credentials of a new client; the secret exists only here.
@@ -24,6 +26,10 @@ pub enum TokenError {
     /// Unknown client, wrong secret or revoked: deliberately one answer.
     #[error("the client credentials are invalid")]
     InvalidClient,
+    /// Too many failures for this client id or source address: every
+    /// attempt is refused, whatever the secret, until `retry_after` passed.
+    #[error("too many failed attempts; retry in {} s", retry_after.as_secs())]
+    Throttled { retry_after: Duration },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -45,6 +51,9 @@ pub struct AuthService {
     /// signing key: every process agrees on it, and rotating the token key
     /// does not break links already sent.
     link_key: [u8; 32],
+    /// Failed authentication, counted for the token endpoint and the
+    /// console's sign-in alike.
+    throttle: Throttle,
 }
 
 pub(crate) fn random_bytes(n: usize) -> Vec<u8> {
@@ -117,7 +126,14 @@ impl AuthService {
             ids,
             decoy_hash,
             link_key,
+            throttle: Throttle::default(),
         })
+    }
+
+    /// Other limits of failed authentication than the defaults.
+    pub fn with_throttle_limits(mut self, limits: ThrottleLimits) -> Self {
+        self.throttle = Throttle::new(limits);
+        self
     }
 
     /// The secret that signs links handed out without a sign-in.
@@ -207,8 +223,13 @@ impl AuthService {
     }
 
     /// The client credentials grant: a token for a valid, active client.
-    pub async fn token(&self, client_id: &str, secret: &str) -> Result<(String, Role), TokenError> {
-        let client = self.verify_client(client_id, secret).await?;
+    pub async fn token(
+        &self,
+        client_id: &str,
+        secret: &str,
+        source: Option<IpAddr>,
+    ) -> Result<(String, Role), TokenError> {
+        let client = self.verify_client(client_id, secret, source).await?;
         let token = self.jwt.issue(
             client.id,
             client.role,
@@ -219,19 +240,34 @@ impl AuthService {
     }
 
     /// The active client these credentials name. Unknown, wrong and
-    /// revoked are one answer, and cost the same time.
+    /// revoked are one answer, and cost the same time. Failures are
+    /// counted per client id and per source address (`source`, when
+    /// known): past the limit every attempt is [`TokenError::Throttled`].
     pub async fn verify_client(
         &self,
         client_id: &str,
         secret: &str,
+        source: Option<IpAddr>,
     ) -> Result<ApiClient, TokenError> {
-        let client = match ClientId::parse(client_id) {
-            Ok(id) => match self.store.get(id).await {
+        let parsed = ClientId::parse(client_id).ok();
+        // Only well-formed ids are keys: anything else cannot name a
+        // client, and its failures count against the address alone.
+        let key = parsed.map(|id| id.to_string());
+        if let Some(retry_after) = self
+            .throttle
+            .check(key.as_deref(), source, self.clock.now())
+        {
+            tracing::debug!(client_id = %shown(key.as_deref()), source = %shown_source(source),
+                "client authentication refused while locked");
+            return Err(TokenError::Throttled { retry_after });
+        }
+        let client = match parsed {
+            Some(id) => match self.store.get(id).await {
                 Ok(client) => Some(client),
                 Err(StoreError::NotFound) => None,
                 Err(err) => return Err(err.into()),
             },
-            Err(_) => None,
+            None => None,
         };
         let hash = client
             .as_ref()
@@ -241,14 +277,50 @@ impl AuthService {
         let matches = tokio::task::spawn_blocking(move || verify_secret(&secret, &hash))
             .await
             .map_err(|e| anyhow::anyhow!("verifying task: {e}"))?;
-        client
-            .filter(|c| matches && c.revoked_at.is_none())
-            .ok_or(TokenError::InvalidClient)
+        match client.filter(|c| matches && c.revoked_at.is_none()) {
+            Some(client) => {
+                self.throttle.succeeded(&client.id.to_string());
+                Ok(client)
+            }
+            None => Err(self.failed(key.as_deref(), source)),
+        }
+    }
+
+    /// Logs and counts a failed authentication; the error to answer.
+    fn failed(&self, key: Option<&str>, source: Option<IpAddr>) -> TokenError {
+        let (id, source_shown) = (shown(key), shown_source(source));
+        tracing::warn!(client_id = %id, source = %source_shown, "client authentication failed");
+        match self.throttle.failed(key, source, self.clock.now()) {
+            None => TokenError::InvalidClient,
+            Some(lockout) => {
+                tracing::warn!(
+                    client_id = %id,
+                    source = %source_shown,
+                    client_locked = lockout.client,
+                    source_locked = lockout.address,
+                    lockout_secs = lockout.retry_after.as_secs(),
+                    "too many failed client authentications: locked out"
+                );
+                TokenError::Throttled {
+                    retry_after: lockout.retry_after,
+                }
+            }
+        }
     }
 
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
     }
+}
+
+/// A client id for the log: only a well-formed one, since a malformed
+/// "id" may well be a secret pasted into the wrong field.
+fn shown(key: Option<&str>) -> &str {
+    key.unwrap_or("(malformed)")
+}
+
+fn shown_source(source: Option<IpAddr>) -> String {
+    source.map_or_else(|| "unknown".to_owned(), |a| a.to_string())
 }
 
 /// Whether a client is still active, for the authentication middleware.
@@ -299,18 +371,18 @@ mod tests {
         let auth = service(dir.path()).await;
         let created = auth.create_client(Role::Seller, "shop").await.unwrap();
         let id = created.client.id.to_string();
-        let (token, role) = auth.token(&id, &created.secret).await.unwrap();
+        let (token, role) = auth.token(&id, &created.secret, None).await.unwrap();
         assert_eq!(role, Role::Seller);
         assert_eq!(
             auth.jwt().verify(&token).unwrap().client_id,
             created.client.id
         );
         assert!(matches!(
-            auth.token(&id, "sec_wrong").await,
+            auth.token(&id, "sec_wrong", None).await,
             Err(TokenError::InvalidClient)
         ));
         assert!(matches!(
-            auth.token("cli_nope", &created.secret).await,
+            auth.token("cli_nope", &created.secret, None).await,
             Err(TokenError::InvalidClient)
         ));
         assert!(!created.client.secret_hash.contains(&created.secret));
@@ -322,7 +394,7 @@ mod tests {
         let auth = service(dir.path()).await;
         let created = auth.create_client(Role::Customer, "c").await.unwrap();
         let (token, _) = auth
-            .token(&created.client.id.to_string(), &created.secret)
+            .token(&created.client.id.to_string(), &created.secret, None)
             .await
             .unwrap();
         auth.store()
@@ -330,7 +402,7 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(
-            auth.token(&created.client.id.to_string(), &created.secret)
+            auth.token(&created.client.id.to_string(), &created.secret, None)
                 .await,
             Err(TokenError::InvalidClient)
         ));
@@ -341,4 +413,124 @@ mod tests {
     }
 
     use chrono::Utc;
+
+    /// A clock the test moves.
+    struct TestClock(std::sync::Mutex<chrono::DateTime<Utc>>);
+
+    impl Clock for TestClock {
+        fn now(&self) -> chrono::DateTime<Utc> {
+            *self.0.lock().unwrap()
+        }
+    }
+
+    /// What the log says, for a test.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failure_is_logged_at_warn_with_client_and_address_but_never_the_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = service(dir.path()).await;
+        let created = auth.create_client(Role::Seller, "shop").await.unwrap();
+        let id = created.client.id.to_string();
+        let log = Captured::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let source = Some(IpAddr::from([203, 0, 113, 9]));
+        for _ in 0..11 {
+            let _ = auth.verify_client(&id, "sec_guessed", source).await;
+        }
+        // A secret pasted as the id is not logged either.
+        let _ = auth
+            .verify_client(&created.secret, &created.secret, None)
+            .await;
+        let text = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        let failures: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("client authentication failed"))
+            .collect();
+        assert_eq!(failures.len(), 12, "{text}");
+        assert!(failures.iter().all(|l| l.contains("WARN")));
+        assert!(failures[0].contains(&id) && failures[0].contains("203.0.113.9"));
+        assert!(text.contains("locked out"), "{text}");
+        assert!(!text.contains("sec_guessed") && !text.contains(&created.secret));
+    }
+
+    #[tokio::test]
+    async fn the_eleventh_bad_secret_locks_the_client_even_for_the_right_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(
+            "auth",
+            &dir.path().join("auth.db"),
+            &[MIGRATIONS],
+            DatabaseOptions::default(),
+        )
+        .unwrap();
+        let clock = Arc::new(TestClock(std::sync::Mutex::new(Utc::now())));
+        let auth = AuthService::start(
+            Arc::new(SqliteClientStore::new(db)),
+            clock.clone(),
+            Arc::new(UlidGen::new()),
+            "ordo",
+            "ordo-api",
+            Duration::from_secs(3600),
+        )
+        .await
+        .unwrap();
+        let created = auth.create_client(Role::Seller, "shop").await.unwrap();
+        let id = created.client.id.to_string();
+        let source = Some(IpAddr::from([198, 51, 100, 1]));
+        for _ in 0..10 {
+            assert!(matches!(
+                auth.verify_client(&id, "sec_wrong", source).await,
+                Err(TokenError::InvalidClient)
+            ));
+        }
+        assert!(matches!(
+            auth.verify_client(&id, "sec_wrong", source).await,
+            Err(TokenError::Throttled { retry_after }) if retry_after == Duration::from_secs(60)
+        ));
+        // From another address too: the client id is locked.
+        let elsewhere = Some(IpAddr::from([198, 51, 100, 2]));
+        assert!(matches!(
+            auth.verify_client(&id, &created.secret, elsewhere).await,
+            Err(TokenError::Throttled { .. })
+        ));
+        *clock.0.lock().unwrap() += chrono::Duration::seconds(61);
+        assert!(
+            auth.verify_client(&id, &created.secret, elsewhere)
+                .await
+                .is_ok()
+        );
+        // The success cleared the client's count: ten more failures pass.
+        for _ in 0..10 {
+            assert!(matches!(
+                auth.verify_client(&id, "sec_wrong", elsewhere).await,
+                Err(TokenError::InvalidClient)
+            ));
+        }
+        // The next lockout of the first address lasts twice as long.
+        for _ in 0..10 {
+            let _ = auth.verify_client("cli_nope", "sec_wrong", source).await;
+        }
+        assert!(matches!(
+            auth.verify_client("cli_nope", "sec_wrong", source).await,
+            Err(TokenError::Throttled { retry_after }) if retry_after == Duration::from_secs(120)
+        ));
+    }
 }

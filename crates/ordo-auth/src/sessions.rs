@@ -4,6 +4,7 @@
 //! session's CSRF token and its expiry; signing out deletes the row, so
 //! the session ends on every process at once.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,10 +66,16 @@ impl Sessions {
         self.ttl
     }
 
-    /// Checks the credentials as the token endpoint does and opens a
-    /// session for the client.
-    pub async fn sign_in(&self, client_id: &str, secret: &str) -> Result<NewSession, TokenError> {
-        let client = self.auth.verify_client(client_id, secret).await?;
+    /// Checks the credentials as the token endpoint does (throttled
+    /// alike, per client id and `source` address) and opens a session for
+    /// the client.
+    pub async fn sign_in(
+        &self,
+        client_id: &str,
+        secret: &str,
+        source: Option<IpAddr>,
+    ) -> Result<NewSession, TokenError> {
+        let client = self.auth.verify_client(client_id, secret, source).await?;
         let token = URL_SAFE_NO_PAD.encode(random_bytes(32));
         let now = self.auth.clock().now();
         let ttl = chrono::Duration::from_std(self.ttl)

@@ -127,6 +127,10 @@ impl fmt::Debug for SigningKey {
 }
 
 /// Issues and verifies tokens.
+/// The clock skew allowed between the issuer and this server, for `exp`,
+/// `nbf` and `iat` alike.
+const LEEWAY_SECS: u64 = 30;
+
 pub struct Jwt {
     issuer: String,
     audience: String,
@@ -161,7 +165,9 @@ impl Jwt {
         validation.set_issuer(&[issuer]);
         validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
-        validation.leeway = 30;
+        validation.leeway = LEEWAY_SECS;
+        // A token is not good before its `nbf`, with the same leeway.
+        validation.validate_nbf = true;
         Ok(Self {
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
@@ -205,7 +211,8 @@ impl Jwt {
         Ok(jsonwebtoken::encode(&header, &claims, &self.current.1)?)
     }
 
-    /// Verifies signature, algorithm, expiry, issuer and audience.
+    /// Verifies signature, algorithm, expiry, not-before, issue time,
+    /// issuer and audience.
     pub fn verify(&self, token: &str) -> Result<Principal, ApiError> {
         let invalid =
             || ApiError::Unauthorized("the bearer token is invalid or expired".to_owned());
@@ -220,6 +227,12 @@ impl Jwt {
             .ok_or_else(invalid)?;
         let data =
             jsonwebtoken::decode::<Claims>(token, key, &self.validation).map_err(|_| invalid())?;
+        // jsonwebtoken does not check `iat`: a token issued in the future
+        // comes from a skewed or forged issuer.
+        let latest_iat = Utc::now().timestamp() + LEEWAY_SECS.cast_signed();
+        if data.claims.iat > latest_iat {
+            return Err(invalid());
+        }
         let client_id = ClientId::parse(&data.claims.sub).map_err(|_| invalid())?;
         Ok(Principal {
             client_id,
@@ -452,5 +465,62 @@ mod tests {
             .issue(c, Role::Customer, Utc::now(), "j".into())
             .unwrap();
         assert!(j.verify(&other_key).is_err(), "wrong key");
+    }
+
+    /// A token signed by `j`'s key with `iat` and `nbf` this many seconds
+    /// from now.
+    fn token_at(secret: &[u8], iat: i64, nbf: Option<i64>) -> String {
+        let now = Utc::now().timestamp();
+        let mut claims = serde_json::json!({
+            "iss": "ordo", "aud": "ordo", "sub": client().to_string(),
+            "role": "customer", "scope": "orders", "jti": "j",
+            "iat": now + iat, "exp": now + 3600,
+        });
+        if let Some(nbf) = nbf {
+            claims["nbf"] = (now + nbf).into();
+        }
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("k1".into());
+        jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(secret)).unwrap()
+    }
+
+    #[test]
+    fn a_token_not_yet_valid_or_issued_in_the_future_is_rejected_beyond_the_leeway() {
+        let secret = b"secret-secret-secret-secret-1234";
+        let j = jwt("ordo", "ordo", secret);
+        assert!(j.verify(&token_at(secret, 0, None)).is_ok());
+        assert!(
+            j.verify(&token_at(secret, 0, Some(-10))).is_ok(),
+            "nbf past"
+        );
+        assert!(
+            j.verify(&token_at(secret, 0, Some(10))).is_ok(),
+            "nbf within the leeway"
+        );
+        assert_eq!(
+            j.verify(&token_at(secret, 0, Some(120)))
+                .unwrap_err()
+                .status(),
+            401,
+            "nbf in the future"
+        );
+        assert!(
+            j.verify(&token_at(secret, 10, None)).is_ok(),
+            "iat within the leeway"
+        );
+        assert_eq!(
+            j.verify(&token_at(secret, 120, None)).unwrap_err().status(),
+            401,
+            "iat in the future"
+        );
+        let future = j
+            .issue(
+                client(),
+                Role::Customer,
+                Utc::now() + chrono::Duration::minutes(5),
+                "j".into(),
+            )
+            .unwrap();
+        assert!(j.verify(&future).is_err(), "issued five minutes ahead");
     }
 }

@@ -184,6 +184,31 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The problem for a bare status that no handler described (a layer's
+/// 405, 408 or 413, the server's 414 and 431): its type is named after the
+/// status's reason, as [`ApiError`]'s are (`/problems/uri-too-long`).
+pub fn status_problem(
+    status: StatusCode,
+    detail: impl Into<String>,
+    request_id: Option<String>,
+) -> Problem {
+    let title = status.canonical_reason().unwrap_or("Error");
+    let slug = title
+        .to_ascii_lowercase()
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join("-");
+    Problem {
+        problem_type: format!("/problems/{slug}"),
+        title: title.to_owned(),
+        status: status.as_u16(),
+        detail: detail.into(),
+        errors: Vec::new(),
+        request_id,
+    }
+}
+
 /// A problem as an HTTP response.
 pub fn problem_response(problem: &Problem) -> Response {
     let body = serde_json::to_vec(problem).unwrap_or_default();

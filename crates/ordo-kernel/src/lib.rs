@@ -9,6 +9,7 @@ pub mod error;
 pub mod ids;
 pub mod migration;
 pub mod money;
+pub mod redact;
 
 pub use clock::{Clock, IdGen, SystemClock, UlidGen};
 pub use error::StoreError;
@@ -17,3 +18,4 @@ pub use ids::{
 };
 pub use migration::{Migration, MigrationSet};
 pub use money::{Currency, Quantity};
+pub use redact::redact_url;

@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 /// How the stream and its consumers are set up.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct JetStreamSettings {
     /// One URL or a comma-separated list (the members of a cluster).
     pub url: String,
@@ -53,6 +53,22 @@ pub struct JetStreamSettings {
     pub ack_wait: Duration,
     /// The name this process gives itself on the server.
     pub client_name: String,
+}
+
+// By hand: the URL may hold a password or a token.
+impl std::fmt::Debug for JetStreamSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JetStreamSettings")
+            .field("url", &ordo_kernel::redact_url(&self.url))
+            .field("stream", &self.stream)
+            .field("subject_prefix", &self.subject_prefix)
+            .field("replicas", &self.replicas)
+            .field("duplicate_window", &self.duplicate_window)
+            .field("max_age", &self.max_age)
+            .field("ack_wait", &self.ack_wait)
+            .field("client_name", &self.client_name)
+            .finish()
+    }
 }
 
 impl JetStreamSettings {
@@ -110,7 +126,12 @@ impl JetStreamBus {
             })
             .connect(urls)
             .await
-            .context("connecting to NATS")?;
+            .with_context(|| {
+                format!(
+                    "connecting to NATS at {}",
+                    ordo_kernel::redact_url(&settings.url)
+                )
+            })?;
         let context = jetstream::new(client.clone());
         let bus = Self {
             origin: ulid::Ulid::new().to_string().into(),

@@ -16,7 +16,7 @@ use tokio_postgres::NoTls;
 use crate::{migrate, store_error};
 
 /// How a [`PgDatabase`] connects.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PgOptions {
     /// Connections per service schema (writes and reads share them unless a
     /// replica is given).
@@ -133,6 +133,20 @@ async fn announce_commits(
     }
 }
 
+// By hand: the replica's URL may hold a password.
+impl std::fmt::Debug for PgOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgOptions")
+            .field("pool_size", &self.pool_size)
+            .field(
+                "read_url",
+                &self.read_url.as_deref().map(ordo_kernel::redact_url),
+            )
+            .field("max_retries", &self.max_retries)
+            .finish()
+    }
+}
+
 impl std::fmt::Debug for PgDatabase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PgDatabase")
@@ -238,10 +252,12 @@ impl PgDatabase {
             }),
         };
         // Fail at start, not on the first request, when the server is away.
-        let _conn = db
-            .conn()
-            .await
-            .map_err(|e| anyhow::anyhow!("connecting to PostgreSQL: {e}"))?;
+        let _conn = db.conn().await.map_err(|e| {
+            anyhow::anyhow!(
+                "connecting to PostgreSQL at {}: {e}",
+                ordo_kernel::redact_url(url)
+            )
+        })?;
         Ok(db)
     }
 

@@ -12,10 +12,16 @@ use tokio_postgres::NoTls;
 use crate::database::config;
 
 pub(crate) async fn apply(url: &str, schema: &str, sets: &[MigrationSet]) -> anyhow::Result<()> {
-    let (mut client, connection) = config(url, Some(schema))?
-        .connect(NoTls)
-        .await
-        .map_err(|e| anyhow::anyhow!("connecting to PostgreSQL: {e}"))?;
+    let (mut client, connection) =
+        config(url, Some(schema))?
+            .connect(NoTls)
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "connecting to PostgreSQL at {}: {e}",
+                    ordo_kernel::redact_url(url)
+                )
+            })?;
     let driver = tokio::spawn(async move {
         if let Err(err) = connection.await {
             tracing::warn!(error = %err, "migration connection ended");

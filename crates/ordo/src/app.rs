@@ -20,7 +20,7 @@ use ordo_http::ApiError;
 use ordo_http::auth::{Authenticator, require_auth};
 use ordo_http::idempotency::{Idempotency, idempotency};
 use ordo_http::metrics::{HttpMetrics, track};
-use ordo_http::request::{BODY_LIMIT, request_id, timeout};
+use ordo_http::request::{BODY_LIMIT, request_id, request_limits, security_headers, timeout};
 use ordo_inventory::{InventoryService, InventoryState};
 use ordo_kernel::{Clock, IdGen, SystemClock, UlidGen};
 use ordo_nats::{JetStreamBus, JetStreamSettings};
@@ -421,8 +421,11 @@ impl AppBuilder {
             .layer(from_fn(move |req, next| {
                 timeout(request_timeout, req, next)
             }))
+            .layer(from_fn(request_limits))
             .layer(from_fn_with_state(http_metrics, track))
-            .layer(from_fn(request_id));
+            .layer(from_fn(request_id))
+            // Outermost: its headers and problem bodies cover every answer.
+            .layer(from_fn(security_headers));
 
         let listener = TcpListener::bind(config.listen)
             .await
@@ -579,9 +582,13 @@ impl App {
                 orders.stop_following();
             }
         };
-        let served = axum::serve(listener, router.into_make_service())
-            .with_graceful_shutdown(shutdown)
-            .await;
+        // The peer address, for throttling failed authentication.
+        let served = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await;
         info!("no longer accepting requests; draining the outbox");
         futures::future::join_all(relays.into_iter().map(|r| r.drain())).await;
         stop.cancel();

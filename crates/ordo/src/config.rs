@@ -21,21 +21,16 @@ impl Secret {
         &self.0
     }
 
-    /// The URL with its password replaced, for display.
+    /// The URL with its passwords replaced, for display (see
+    /// [`ordo_kernel::redact_url`]).
     pub fn redacted_url(&self) -> String {
-        match (self.0.find("://"), self.0.rfind('@')) {
-            (Some(scheme_end), Some(at)) if at > scheme_end => {
-                let userinfo = &self.0[scheme_end + 3..at];
-                let user = userinfo.split(':').next().unwrap_or("");
-                format!(
-                    "{}{}:[redacted]{}",
-                    &self.0[..scheme_end + 3],
-                    user,
-                    &self.0[at..]
-                )
-            }
-            _ => self.0.clone(),
-        }
+        ordo_kernel::redact_url(&self.0)
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted_url())
     }
 }
 
@@ -512,6 +507,11 @@ mod tests {
         let s = Secret::new("postgres://ordo:hunter2@db:5432/ordo");
         assert_eq!(s.redacted_url(), "postgres://ordo:[redacted]@db:5432/ordo");
         assert_eq!(format!("{s:?}"), "[redacted]");
-        assert!(!serde_json::to_string(&s).unwrap().contains("hunter2"));
+        let s = Secret::new("postgres://u:pw@127.0.0.1/db?password=pw2&sslmode=require");
+        assert_eq!(
+            s.to_string(),
+            "postgres://u:[redacted]@127.0.0.1/db?password=[redacted]&sslmode=require"
+        );
+        assert!(!serde_json::to_string(&s).unwrap().contains("pw"));
     }
 }

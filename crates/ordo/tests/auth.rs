@@ -126,6 +126,80 @@ async fn wrong_credentials_get_an_oauth_error_as_a_problem() {
     app.assert_no_server_errors().await;
 }
 
+/// A token request from `from` (any 127.x address reaches the server).
+async fn token_request(
+    app: &TestApp,
+    from: [u8; 4],
+    client_id: &str,
+    secret: &str,
+) -> reqwest::Response {
+    reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from(from))
+        .build()
+        .unwrap()
+        .post(app.url("/oauth/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", client_id),
+            ("client_secret", secret),
+        ])
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_eleventh_bad_secret_within_a_minute_locks_the_client_and_the_address_out() {
+    let app = TestApp::spawn().await;
+    let c = &app.credentials["customer"];
+    const ATTACKER: [u8; 4] = [127, 0, 0, 1];
+    const ELSEWHERE: [u8; 4] = [127, 0, 0, 2];
+    // Successes do not count: a client may ask for many tokens.
+    for _ in 0..15 {
+        let ok = token_request(&app, ATTACKER, &c.client_id, &c.client_secret).await;
+        assert_eq!(ok.status(), StatusCode::OK);
+    }
+    for _ in 0..10 {
+        let wrong = token_request(&app, ATTACKER, &c.client_id, "sec_wrong").await;
+        problem(wrong, StatusCode::UNAUTHORIZED).await;
+    }
+    let eleventh = token_request(&app, ATTACKER, &c.client_id, "sec_wrong").await;
+    let retry_after: u64 = eleventh.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    let body = problem(eleventh, StatusCode::TOO_MANY_REQUESTS).await;
+    assert_eq!(body["type"], "/problems/too-many-attempts");
+    // The right secret waits out the lockout too, from any address.
+    for from in [ATTACKER, ELSEWHERE] {
+        let right = token_request(&app, from, &c.client_id, &c.client_secret).await;
+        assert!(right.headers().contains_key("retry-after"));
+        problem(right, StatusCode::TOO_MANY_REQUESTS).await;
+    }
+    // The address is locked for every client; another address is not.
+    let seller = &app.credentials["seller"];
+    let from_attacker = token_request(&app, ATTACKER, &seller.client_id, &seller.client_secret);
+    problem(from_attacker.await, StatusCode::TOO_MANY_REQUESTS).await;
+    let from_elsewhere = token_request(&app, ELSEWHERE, &seller.client_id, &seller.client_secret);
+    assert_eq!(from_elsewhere.await.status(), StatusCode::OK);
+    // The contract says so.
+    let spec: Value = app
+        .http
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let documented = &spec["paths"]["/oauth/token"]["post"]["responses"]["429"];
+    assert!(documented["content"]["application/problem+json"].is_object());
+    assert!(documented["headers"]["Retry-After"].is_object());
+    app.assert_no_server_errors().await;
+}
+
 #[tokio::test]
 async fn missing_expired_tampered_unsigned_and_foreign_tokens_are_refused() {
     let app = TestApp::spawn().await;

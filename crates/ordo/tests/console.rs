@@ -232,6 +232,70 @@ async fn wrong_credentials_are_refused_and_a_form_without_csrf_is_403() {
 }
 
 #[tokio::test]
+async fn throttled_console_sign_ins_lock_the_client_out_of_the_token_endpoint_too() {
+    let app = TestApp::spawn().await;
+    let http = Console::client();
+    let customer = &app.credentials["customer"];
+    let sign_in = |secret: &'static str| {
+        let http = http.clone();
+        let (app, customer) = (&app, customer);
+        async move {
+            let page = http.get(app.url("/")).send().await.unwrap();
+            let signin = cookie_value(&page, "ordo_signin").unwrap();
+            let csrf = csrf_of(&page.text().await.unwrap()).unwrap();
+            let secret = if secret.is_empty() {
+                customer.client_secret.as_str()
+            } else {
+                secret
+            };
+            http.post(app.url("/sign-in"))
+                .header(COOKIE, format!("ordo_signin={signin}"))
+                .form(&[
+                    ("client_id", customer.client_id.as_str()),
+                    ("client_secret", secret),
+                    ("csrf", &csrf),
+                ])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    for _ in 0..10 {
+        assert_eq!(
+            sign_in("sec_wrong").await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let locked = sign_in("sec_wrong").await;
+    assert_eq!(locked.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(locked.headers().contains_key("retry-after"));
+    assert!(
+        locked
+            .text()
+            .await
+            .unwrap()
+            .contains("Too many failed sign-ins")
+    );
+    // The right secret waits too, at the console and at the token endpoint.
+    let right = sign_in("").await;
+    assert_eq!(right.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(cookie_value(&right, "ordo_session").is_none());
+    let token = app
+        .http
+        .post(app.url("/oauth/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", customer.client_id.as_str()),
+            ("client_secret", customer.client_secret.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(token.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(token.headers().contains_key("retry-after"));
+}
+
+#[tokio::test]
 async fn signing_out_ends_the_session_on_the_server() {
     let app = TestApp::spawn().await;
     let console = Console::sign_in(&app, "customer").await;
@@ -339,6 +403,94 @@ async fn a_console_cancel_and_an_api_cancel_publish_the_same_events() {
     // The page reports it in words.
     let html = console.get(&location).await.text().await.unwrap();
     assert!(html.contains("the customer cancelled it"), "{html}");
+}
+
+#[tokio::test]
+async fn the_shop_checks_out_several_products_in_one_order_or_one_with_buy() {
+    let app = TestApp::spawn().await;
+    let console = Console::sign_in(&app, "customer").await;
+    let (a, b, c) = (
+        app.product_id(0).await,
+        app.product_id(1).await,
+        app.product_id(2).await,
+    );
+    // The shop's form sends every card; those left at 0 are not ordered.
+    let page = console
+        .get(&format!(
+            "/shop/checkout?product={a}&quantity=2&product={b}&quantity=0&product={c}&quantity=1"
+        ))
+        .await;
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.unwrap();
+    assert_eq!(html.matches("name=\"product\"").count(), 2, "{html}");
+    assert!(html.contains(&a) && html.contains(&c) && !html.contains(&b));
+    // "Buy" on one card: that product alone.
+    let one = console
+        .get(&format!(
+            "/shop/checkout?product={a}&quantity=0&product={b}&quantity=3&only={b}"
+        ))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(one.matches("name=\"product\"").count(), 1);
+    assert!(one.contains(&b) && !one.contains(&a));
+    // Nothing chosen: back to the shop, which says why.
+    let none = console
+        .get(&format!("/shop/checkout?product={a}&quantity=0"))
+        .await;
+    assert_eq!(none.status(), StatusCode::SEE_OTHER);
+
+    let placed = console
+        .post(
+            "/shop/checkout",
+            &[
+                ("product", a.as_str()),
+                ("quantity", "2"),
+                ("product", c.as_str()),
+                ("quantity", "1"),
+                ("name", "Ada Lovelace"),
+                ("line1", "Unter den Linden 1"),
+                ("city", "Berlin"),
+                ("postal_code", "10117"),
+                ("country", "DE"),
+                ("card", "tok_visa"),
+                ("idempotency_key", "console-two-lines"),
+            ],
+        )
+        .await;
+    assert_eq!(placed.status(), StatusCode::SEE_OTHER);
+    let token = app.token("customer").await;
+    let list: Value = app.get(&token, "/v1/orders").await.json().await.unwrap();
+    let items = list["items"][0]["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["product_id"], a.as_str());
+    assert_eq!(items[0]["quantity"], 2);
+    assert_eq!(items[1]["product_id"], c.as_str());
+
+    // A bad second line is named by its index, and nothing is ordered.
+    let refused = console
+        .post(
+            "/shop/checkout",
+            &[
+                ("product", a.as_str()),
+                ("quantity", "1"),
+                ("product", c.as_str()),
+                ("quantity", "many"),
+                ("name", "Ada Lovelace"),
+                ("line1", "Unter den Linden 1"),
+                ("city", "Berlin"),
+                ("postal_code", "10117"),
+                ("country", "DE"),
+                ("card", "tok_visa"),
+                ("idempotency_key", "console-bad-line"),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(refused.text().await.unwrap().contains("items[1].quantity"));
+    let list: Value = app.get(&token, "/v1/orders").await.json().await.unwrap();
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
 }
 
 #[tokio::test]

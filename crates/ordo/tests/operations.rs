@@ -207,6 +207,25 @@ async fn the_command_line_migrates_shows_config_and_creates_clients() {
     assert!(postgres.status.success());
     let config: Value = serde_json::from_slice(&postgres.stdout).unwrap();
     assert_eq!(config["database_url"], "postgres://ordo:[redacted]@db/ordo");
+    let in_query = std::process::Command::new(env!("CARGO_BIN_EXE_ordo"))
+        .args([
+            "config",
+            "--database-url",
+            "postgres://u:pw@127.0.0.1/db?password=pw2",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&in_query.stdout);
+    assert!(in_query.status.success(), "{stdout}");
+    assert!(
+        !stdout.contains(":pw@") && !stdout.contains("pw2"),
+        "neither password is shown: {stdout}"
+    );
+    let config: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        config["database_url"],
+        "postgres://u:[redacted]@127.0.0.1/db?password=[redacted]"
+    );
 
     let refused = std::process::Command::new(env!("CARGO_BIN_EXE_ordo"))
         .args(["config", "--database-url", "mysql://ordo:hunter2@db/ordo"])

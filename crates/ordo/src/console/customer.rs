@@ -295,7 +295,11 @@ impl CheckoutForm {
         }
         form.lines = products
             .into_iter()
-            .zip(quantities.into_iter().chain(std::iter::repeat(String::new())))
+            .zip(
+                quantities
+                    .into_iter()
+                    .chain(std::iter::repeat(String::new())),
+            )
             .collect();
         if let Some(only) = only {
             // "Buy" on one card: that product, one unit unless more is set.
@@ -361,7 +365,9 @@ async fn checkout_page(
             Err(_) => None,
         };
         let Some(found) = found else {
-            return Err(PageError::not_found("a product of this order is not for sale"));
+            return Err(PageError::not_found(
+                "a product of this order is not for sale",
+            ));
         };
         lines.push((found, quantity.clone()));
     }
@@ -390,7 +396,9 @@ async fn checkout_page(
     let mixed = lines.iter().any(|(p, _)| Some(p.currency) != currency);
     let estimate: rust_decimal::Decimal = lines
         .iter()
-        .map(|(p, q)| p.price * rust_decimal::Decimal::from(q.trim().parse::<i64>().unwrap_or(0).max(0)))
+        .map(|(p, q)| {
+            p.price * rust_decimal::Decimal::from(q.trim().parse::<i64>().unwrap_or(0).max(0))
+        })
         .sum();
     let markup = layout::page(
         viewer,

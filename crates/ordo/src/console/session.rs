@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use maud::{Markup, html};
-use ordo_auth::{Session, TokenError};
+use ordo_auth::{Session, SourceAddress, TokenError};
 use ordo_http::Principal;
 use ordo_http::auth::{SESSION_COOKIE, cookie};
 use rand::RngCore;
@@ -244,6 +244,7 @@ pub struct SignInForm {
 /// `POST /sign-in`: checks the credentials as the token endpoint does.
 pub async fn sign_in(
     State(state): State<ConsoleState>,
+    SourceAddress(source): SourceAddress,
     headers: HeaderMap,
     axum::Form(form): axum::Form<SignInForm>,
 ) -> Result<Response, PageError> {
@@ -264,7 +265,7 @@ pub async fn sign_in(
     }
     match state
         .sessions
-        .sign_in(form.client_id.trim(), &form.client_secret)
+        .sign_in(form.client_id.trim(), &form.client_secret, source)
         .await
     {
         Ok(signed_in) => {
@@ -299,6 +300,24 @@ pub async fn sign_in(
                 "These credentials are not valid, or the client was revoked.",
             )),
         )),
+        Err(TokenError::Throttled { retry_after }) => {
+            let secs = retry_after.as_secs().max(1);
+            let message = format!(
+                "Too many failed sign-ins for this client or from this address. Try again in {secs} seconds."
+            );
+            let mut response = sign_in_page(
+                &state,
+                &headers,
+                StatusCode::TOO_MANY_REQUESTS,
+                next,
+                None,
+                Some(("client_id", &message)),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            Ok(response)
+        }
         Err(TokenError::Store(e)) => Err(e.into()),
         Err(TokenError::Other(e)) => Err(ordo_http::ApiError::Internal(e).into()),
     }
