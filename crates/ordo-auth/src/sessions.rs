@@ -148,3 +148,88 @@ impl SessionDirectory for Sessions {
         Ok(self.get(token).await?.map(|s| s.principal))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use ordo_http::Role;
+    use ordo_kernel::{Clock, UlidGen};
+    use ordo_sqlite::{Database, DatabaseOptions};
+
+    use super::*;
+    use crate::{MIGRATIONS, SqliteClientStore};
+
+    /// A clock the test moves.
+    struct TestClock(Mutex<DateTime<Utc>>);
+
+    impl Clock for TestClock {
+        fn now(&self) -> DateTime<Utc> {
+            *self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        }
+    }
+
+    async fn sessions(dir: &std::path::Path) -> (Sessions, Arc<AuthService>, Arc<TestClock>) {
+        let db = Database::open(
+            "auth",
+            &dir.join("auth.db"),
+            &[MIGRATIONS],
+            DatabaseOptions::default(),
+        )
+        .unwrap();
+        let store = Arc::new(SqliteClientStore::new(db));
+        let clock = Arc::new(TestClock(Mutex::new(Utc::now())));
+        let auth = Arc::new(
+            AuthService::start(
+                store.clone(),
+                clock.clone(),
+                Arc::new(UlidGen::new()),
+                "ordo",
+                "ordo-api",
+                Duration::from_secs(3600),
+            )
+            .await
+            .unwrap(),
+        );
+        let sessions = Sessions::new(auth.clone(), store, Duration::from_secs(3600));
+        (sessions, auth, clock)
+    }
+
+    #[tokio::test]
+    async fn a_session_lasts_its_lifetime_and_ends_at_sign_out_or_revocation() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sessions, auth, clock) = sessions(dir.path()).await;
+        let created = auth.create_client(Role::Customer, "shopper").await.unwrap();
+        let id = created.client.id.to_string();
+        assert!(matches!(
+            sessions.sign_in(&id, "sec_wrong", None).await,
+            Err(TokenError::InvalidClient)
+        ));
+
+        let first = sessions.sign_in(&id, &created.secret, None).await.unwrap();
+        let live = sessions.get(&first.token).await.unwrap().unwrap();
+        assert_eq!(live.principal.role, Role::Customer);
+        assert!(live.csrf_matches(&first.session.csrf_token));
+        assert!(!live.csrf_matches("") && !live.csrf_matches("forged"));
+        assert_eq!(sessions.get("unknown").await.unwrap(), None);
+
+        // Expired an hour later, and purged.
+        *clock.0.lock().unwrap() += chrono::Duration::seconds(3601);
+        assert_eq!(sessions.get(&first.token).await.unwrap(), None);
+        assert_eq!(sessions.purge().await.unwrap(), 1);
+
+        let second = sessions.sign_in(&id, &created.secret, None).await.unwrap();
+        sessions.sign_out(&second.token).await.unwrap();
+        assert_eq!(sessions.get(&second.token).await.unwrap(), None);
+
+        let third = sessions.sign_in(&id, &created.secret, None).await.unwrap();
+        auth.store()
+            .revoke(created.client.id, clock.now())
+            .await
+            .unwrap();
+        assert_eq!(sessions.principal(&third.token).await.unwrap(), None);
+    }
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use common::Backend;
-use ordo_auth::{ApiClient, AuthService};
+use ordo_auth::{ApiClient, AuthService, StoredSession};
 use ordo_http::Role;
 use ordo_http::auth::SigningKey;
 use ordo_kernel::{ClientId, StoreError, SystemClock, UlidGen};
@@ -187,7 +187,75 @@ async fn processes_starting_together_share_one_signing_key(b: Backend) {
     }
 }
 
+// --- Console sessions ---------------------------------------------------------
+
+fn session(client: ClientId, token_hash: &str, expires_in: TimeDelta) -> StoredSession {
+    StoredSession {
+        token_hash: token_hash.to_owned(),
+        client_id: client,
+        csrf_token: format!("csrf-{token_hash}"),
+        created_at: now(),
+        expires_at: now() + expires_in,
+    }
+}
+
+async fn a_session_reads_back_in_every_process_until_it_is_deleted(b: Backend) {
+    let shop = client(Role::Customer, "shopper");
+    b.store.insert(shop.clone()).await.unwrap();
+    let opened = session(shop.id, "aa11", TimeDelta::hours(8));
+    b.sessions.insert_session(opened.clone()).await.unwrap();
+    assert_eq!(
+        b.sessions.session("aa11").await.unwrap(),
+        Some(opened.clone())
+    );
+    assert_eq!(
+        b.other_sessions.session("aa11").await.unwrap(),
+        Some(opened),
+        "another process serves the same session"
+    );
+    assert_eq!(b.sessions.session("bb22").await.unwrap(), None);
+    // Signing out in one process ends it in all; twice is no error.
+    b.other_sessions.delete_session("aa11").await.unwrap();
+    assert_eq!(b.sessions.session("aa11").await.unwrap(), None);
+    b.sessions.delete_session("aa11").await.unwrap();
+}
+
+async fn a_session_token_hash_opened_twice_is_a_conflict(b: Backend) {
+    let shop = client(Role::Customer, "shopper");
+    b.store.insert(shop.clone()).await.unwrap();
+    let first = session(shop.id, "cc33", TimeDelta::hours(1));
+    b.sessions.insert_session(first.clone()).await.unwrap();
+    let again = b
+        .sessions
+        .insert_session(session(shop.id, "cc33", TimeDelta::hours(2)))
+        .await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+    assert_eq!(b.sessions.session("cc33").await.unwrap(), Some(first));
+}
+
+async fn purging_deletes_only_the_expired_sessions(b: Backend) {
+    let shop = client(Role::Seller, "shop");
+    b.store.insert(shop.clone()).await.unwrap();
+    b.sessions
+        .insert_session(session(shop.id, "old1", -TimeDelta::minutes(5)))
+        .await
+        .unwrap();
+    b.sessions
+        .insert_session(session(shop.id, "old2", -TimeDelta::seconds(1)))
+        .await
+        .unwrap();
+    let live = session(shop.id, "live", TimeDelta::hours(1));
+    b.sessions.insert_session(live.clone()).await.unwrap();
+    assert_eq!(b.sessions.purge_sessions(now()).await.unwrap(), 2);
+    assert_eq!(b.sessions.session("old1").await.unwrap(), None);
+    assert_eq!(b.sessions.session("live").await.unwrap(), Some(live));
+    assert_eq!(b.sessions.purge_sessions(now()).await.unwrap(), 0);
+}
+
 on_both_backends!(
+    a_session_reads_back_in_every_process_until_it_is_deleted,
+    a_session_token_hash_opened_twice_is_a_conflict,
+    purging_deletes_only_the_expired_sessions,
     an_inserted_client_reads_back_as_it_was_stored,
     an_unknown_client_is_not_found,
     a_client_id_inserted_twice_is_a_conflict,

@@ -647,11 +647,18 @@ impl OrdersService {
         caller: &Principal,
         id: OrderId,
     ) -> Result<Vec<TimelineEntry>, OrderError> {
-        self.get(caller, id).await?;
-        Ok(Self::timeline_seen_by(
-            caller,
-            self.store.timeline(id).await?,
-        ))
+        Ok(self.with_timeline(caller, id).await?.1)
+    }
+
+    /// The order and its timeline as `caller` may see them, read once each.
+    pub async fn with_timeline(
+        &self,
+        caller: &Principal,
+        id: OrderId,
+    ) -> Result<(Order, Vec<TimelineEntry>), OrderError> {
+        let order = self.get(caller, id).await?;
+        let timeline = Self::timeline_seen_by(caller, self.store.timeline(id).await?);
+        Ok((order, timeline))
     }
 
     /// An order's timeline as `caller` may read it: a seller sees what

@@ -101,6 +101,7 @@ pub struct App {
     /// The built-in gateway simulator and its port.
     simulator: Option<(TcpListener, Simulator)>,
     chaos: Chaos,
+    sessions: Arc<Sessions>,
     stop: CancellationToken,
     demo_credentials: Option<DemoCredentials>,
 }
@@ -375,7 +376,7 @@ impl AppBuilder {
             .context("rendering the OpenAPI document")?;
 
         let console = crate::console::router(ConsoleState {
-            sessions,
+            sessions: sessions.clone(),
             orders: orders.clone(),
             inventory: inventory.clone(),
             payments: payments.as_ref().map(|(service, _)| service.clone()),
@@ -398,6 +399,7 @@ impl AppBuilder {
         let request_timeout = config.request_timeout;
         let router = api_router
             .merge(console)
+            .route("/assets/{name}", get(crate::assets::serve))
             .merge(crate::reference::router(&api)?)
             .route(
                 "/openapi.json",
@@ -445,6 +447,7 @@ impl AppBuilder {
             simulator,
             chaos,
             stop,
+            sessions,
             demo_credentials,
         })
     }
@@ -524,6 +527,7 @@ impl App {
             simulator,
             chaos: _,
             stop,
+            sessions,
             demo_credentials: _,
         } = self;
         let mut tasks = Vec::new();
@@ -533,6 +537,7 @@ impl App {
         tasks.push(tokio::spawn(maintenance(
             idempotency,
             outboxes.clone(),
+            sessions,
             stop.clone(),
         )));
         let relays: Vec<_> = outboxes
@@ -665,10 +670,11 @@ const OUTBOX_RETENTION: chrono::Duration = chrono::Duration::days(7);
 const INBOX_RETENTION: chrono::Duration = chrono::Duration::days(14);
 
 /// Hourly housekeeping: idempotency keys past their retention, published
-/// outbox rows and old inbox rows.
+/// outbox rows, old inbox rows and expired console sessions.
 async fn maintenance(
     layers: Vec<Idempotency>,
     outboxes: Vec<Arc<dyn OutboxStore>>,
+    sessions: Arc<Sessions>,
     stop: CancellationToken,
 ) {
     loop {
@@ -698,6 +704,11 @@ async fn maintenance(
                     warn!(service = outbox.service(), error = %err, "could not purge the outbox and inbox")
                 }
             }
+        }
+        match sessions.purge().await {
+            Ok(0) => {}
+            Ok(n) => info!(purged = n, "expired console sessions deleted"),
+            Err(err) => warn!(error = %err, "could not purge console sessions"),
         }
         tokio::select! {
             () = stop.cancelled() => return,

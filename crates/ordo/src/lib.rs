@@ -2,6 +2,7 @@
 //! command line, and the benchmark tools. `main.rs` only parses and calls.
 
 pub mod app;
+pub mod assets;
 pub mod audit;
 pub mod bench;
 pub mod chaos;

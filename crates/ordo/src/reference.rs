@@ -6,15 +6,15 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Context;
 use axum::Router;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::Query;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
 use maud::{DOCTYPE, Markup, html};
-use serde_json::{Map, Value};
 
-const CSS: &str = include_str!("../assets/docs/reference.css");
-const JS: &str = include_str!("../assets/docs/reference.js");
+use crate::assets;
+use serde_json::{Map, Value};
 
 /// What the page may load: only this origin's stylesheet and script, and
 /// requests to this origin (the "try it" panels).
@@ -32,19 +32,28 @@ const MAX_DEPTH: usize = 4;
 /// `/docs`, `/docs/reference.css` and `/docs/reference.js`.
 pub fn router(api: &utoipa::openapi::OpenApi) -> anyhow::Result<Router> {
     let doc = serde_json::to_value(api).context("serialising the OpenAPI document")?;
-    let css = Asset::new(CSS, "text/css; charset=utf-8");
-    let js = Asset::new(JS, "text/javascript; charset=utf-8");
-    let page = Bytes::from(render(&doc, &css.version, &js.version).into_string());
+    let page = Bytes::from(
+        render(
+            &doc,
+            assets::version("reference.css"),
+            assets::version("reference.js"),
+        )
+        .into_string(),
+    );
+    let file = |name: &'static str| {
+        move |Query(v): Query<AssetVersion>, headers: HeaderMap| async move {
+            assets::respond(name, v.v.as_deref(), &headers)
+        }
+    };
     Ok(Router::new()
         .route("/docs", get(move || async move { page_response(page) }))
-        .route(
-            "/docs/reference.css",
-            get(move |headers: HeaderMap| async move { css.respond(&headers) }),
-        )
-        .route(
-            "/docs/reference.js",
-            get(move |headers: HeaderMap| async move { js.respond(&headers) }),
-        ))
+        .route("/docs/reference.css", get(file("reference.css")))
+        .route("/docs/reference.js", get(file("reference.js"))))
+}
+
+#[derive(serde::Deserialize)]
+struct AssetVersion {
+    v: Option<String>,
 }
 
 fn page_response(page: Bytes) -> Response {
@@ -53,73 +62,10 @@ fn page_response(page: Bytes) -> Response {
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
             (header::CACHE_CONTROL, "no-cache"),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-            (header::REFERRER_POLICY, "no-referrer"),
         ],
         page,
     )
         .into_response()
-}
-
-/// A file embedded in the binary. Its URL carries its version, so that it
-/// can be cached for long; the ETag lets a client revalidate without it.
-#[derive(Clone)]
-struct Asset {
-    body: &'static str,
-    content_type: &'static str,
-    version: String,
-    etag: String,
-}
-
-impl Asset {
-    fn new(body: &'static str, content_type: &'static str) -> Self {
-        let version = format!("{:016x}", fnv1a(body.as_bytes()));
-        let etag = format!("\"{version}\"");
-        Self {
-            body,
-            content_type,
-            version,
-            etag,
-        }
-    }
-
-    fn respond(&self, headers: &HeaderMap) -> Response {
-        let fresh = headers
-            .get_all(header::IF_NONE_MATCH)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(|tag| tag.trim().trim_start_matches("W/"))
-            .any(|tag| tag == self.etag || tag == "*");
-        let etag = HeaderValue::from_str(&self.etag).unwrap_or(HeaderValue::from_static("\"0\""));
-        let common = [
-            (
-                header::CACHE_CONTROL,
-                HeaderValue::from_static("public, max-age=86400"),
-            ),
-            (header::ETAG, etag),
-        ];
-        if fresh {
-            (StatusCode::NOT_MODIFIED, common).into_response()
-        } else {
-            (
-                common,
-                [
-                    (header::CONTENT_TYPE, self.content_type),
-                    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-                ],
-                self.body,
-            )
-                .into_response()
-        }
-    }
-}
-
-/// FNV-1a: stable across builds and platforms, which is all a version tag needs.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
-        (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 /// One operation of the document, with the anchor it is shown under.
@@ -1493,20 +1439,5 @@ mod tests {
                 );
             }
         }
-    }
-
-    #[test]
-    fn assets_revalidate_with_their_etag() {
-        let css = Asset::new("body {}", "text/css");
-        let fresh = css.respond(&HeaderMap::new());
-        assert_eq!(fresh.status(), StatusCode::OK);
-        let etag = fresh.headers()[header::ETAG].clone();
-        assert!(fresh.headers().contains_key(header::CACHE_CONTROL));
-        let mut headers = HeaderMap::new();
-        headers.insert(header::IF_NONE_MATCH, etag.clone());
-        let cached = css.respond(&headers);
-        assert_eq!(cached.status(), StatusCode::NOT_MODIFIED);
-        assert_eq!(cached.headers()[header::ETAG], etag);
-        assert_ne!(Asset::new("body { }", "text/css").etag, css.etag);
     }
 }

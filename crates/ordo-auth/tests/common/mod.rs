@@ -5,7 +5,9 @@
 
 use std::sync::Arc;
 
-use ordo_auth::{ClientStore, MIGRATIONS, PG_MIGRATIONS, PgClientStore, SqliteClientStore};
+use ordo_auth::{
+    ClientStore, MIGRATIONS, PG_MIGRATIONS, PgClientStore, SessionStore, SqliteClientStore,
+};
 use ordo_postgres::testing::TestDatabase;
 use ordo_sqlite::{Database, DatabaseOptions};
 use tempfile::TempDir;
@@ -18,6 +20,9 @@ pub struct Backend {
     /// another process would have (the same store on SQLite, where one
     /// writer serves the process).
     pub other_process: Arc<dyn ClientStore>,
+    /// The console sessions of `store` and of `other_process`.
+    pub sessions: Arc<dyn SessionStore>,
+    pub other_sessions: Arc<dyn SessionStore>,
     _guard: Guard,
 }
 
@@ -35,10 +40,14 @@ pub fn sqlite() -> Backend {
         DatabaseOptions::default(),
     )
     .unwrap();
-    let store: Arc<dyn ClientStore> = Arc::new(SqliteClientStore::new(db));
+    let concrete = Arc::new(SqliteClientStore::new(db));
+    let store: Arc<dyn ClientStore> = concrete.clone();
+    let sessions: Arc<dyn SessionStore> = concrete;
     Backend {
         other_process: store.clone(),
         store,
+        other_sessions: sessions.clone(),
+        sessions,
         _guard: Guard::Sqlite(dir),
     }
 }
@@ -49,9 +58,15 @@ pub async fn postgres() -> Option<Backend> {
     let db = database.connect("auth", &PG_MIGRATIONS).await;
     // Its own pools: another process.
     let other = database.connect("auth", &PG_MIGRATIONS).await;
+    let (one, two) = (
+        Arc::new(PgClientStore::new(db)),
+        Arc::new(PgClientStore::new(other)),
+    );
     Some(Backend {
-        store: Arc::new(PgClientStore::new(db)),
-        other_process: Arc::new(PgClientStore::new(other)),
+        store: one.clone(),
+        other_process: two.clone(),
+        sessions: one,
+        other_sessions: two,
         _guard: Guard::Postgres(database),
     })
 }

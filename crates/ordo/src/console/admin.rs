@@ -462,8 +462,7 @@ async fn services(
 ) -> Result<Services, PageError> {
     let principal = viewer.principal();
     let orders = state.orders()?;
-    let order = orders.get(principal, id).await?;
-    let timeline = orders.timeline(principal, id).await?;
+    let (order, timeline) = orders.with_timeline(principal, id).await?;
     let reservation = match &state.inventory {
         Some(inventory) => Some(inventory.reservation(principal, id).await?),
         None => None,

@@ -773,8 +773,7 @@ pub async fn order_details(
 ) -> Result<OrderDetails, PageError> {
     let principal = viewer.principal();
     let orders = state.orders()?;
-    let order = orders.get(principal, id).await?;
-    let timeline = orders.timeline(principal, id).await?;
+    let (order, timeline) = orders.with_timeline(principal, id).await?;
     let payments = match (&state.payments, principal.role) {
         (Some(payments), Role::Customer | Role::Admin) => {
             Some(payments.payments_for_order(principal, id).await?)
@@ -974,7 +973,9 @@ fn order_live(viewer: &Viewer, details: &OrderDetails, link: Option<&str>) -> Ma
             div.stack {
                 (items_card(order, seller_view))
                 @if let Some(payments) = &details.payments { (payment_card(payments)) }
-                (shipment_card(details.shipment.as_ref(), order, true))
+                // The address is the customer's: a seller hands its parcel to
+                // the courier and sees the route's progress, not where it goes.
+                (shipment_card(details.shipment.as_ref(), order, !seller_view))
                 @if !seller_view {
                     section.card {
                         h2 { "Ship to" }
@@ -1033,7 +1034,7 @@ pub async fn order_page(
             p.small { a href=(back.0) { "← " (back.1) } }
             div.page-head {
                 h1 { "Order " span.mono { (order.id) } }
-                span.muted.small { (layout::live_dot("order-live")) "live" }
+                @if follow { span.muted.small { (layout::live_dot("order-live")) "live" } }
             }
             p.sub { "Placed " (layout::time(order.created_at)) @if viewer.principal().role != Role::Customer { " by customer " span.mono { (order.customer_id) } } }
             @if q.placed.is_some() { (layout::notice("ok", "Thank you: your order is placed. This page follows it as it happens.")) }

@@ -5,8 +5,8 @@ use chrono::{DateTime, Utc};
 use maud::{DOCTYPE, Markup, html};
 use ordo_http::Role;
 
-use super::assets;
 use super::session::Viewer;
+use crate::assets;
 
 /// A navigation entry: label and path.
 type NavItem = (&'static str, &'static str);

@@ -14,7 +14,6 @@
 
 mod admin;
 mod admin_ops;
-mod assets;
 mod charts;
 mod courier;
 mod customer;
@@ -150,16 +149,16 @@ pub fn router(state: ConsoleState) -> Router {
             "/admin/chaos",
             get(admin_ops::chaos).post(admin_ops::set_chaos),
         )
-        .route("/assets/{name}", get(assets::serve))
         .with_state(state)
-        .layer(from_fn(security_headers))
+        .layer(from_fn(page_headers))
 }
 
-/// Headers of every console response: the CSP, no sniffing, no framing,
-/// no referrer beyond this origin (a tracking link carries its token in
-/// the path), and no caching of pages that show someone's data.
-async fn security_headers(req: Request, next: Next) -> Response {
-    let is_asset = req.uri().path().starts_with("/assets/");
+/// What every console page adds to the headers all responses carry
+/// (`ordo_http::request::security_headers`): its own CSP, a referrer
+/// kept within this origin (never sent elsewhere: a tracking link carries
+/// its token in the path), and no caching, since a page shows someone's
+/// data or a form's CSRF token.
+async fn page_headers(req: Request, next: Next) -> Response {
     let mut response = next.run(req).await;
     let headers = response.headers_mut();
     headers.insert(
@@ -167,15 +166,10 @@ async fn security_headers(req: Request, next: Next) -> Response {
         HeaderValue::from_static(CONTENT_SECURITY_POLICY),
     );
     headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(
         header::REFERRER_POLICY,
         HeaderValue::from_static("same-origin"),
     );
-    if !is_asset && !headers.contains_key(header::CACHE_CONTROL) {
+    if !headers.contains_key(header::CACHE_CONTROL) {
         headers.insert(
             header::CACHE_CONTROL,
             HeaderValue::from_static("no-store, private"),
