@@ -296,6 +296,47 @@ async fn throttled_console_sign_ins_lock_the_client_out_of_the_token_endpoint_to
 }
 
 #[tokio::test]
+async fn session_cookies_are_http_only_same_site_and_secure_behind_a_tls_proxy() {
+    let app = TestApp::spawn().await;
+    let customer = &app.credentials["customer"];
+    for (proto, secure) in [(None, false), (Some("https"), true)] {
+        let http = Console::client();
+        let mut page = http.get(app.url("/"));
+        if let Some(p) = proto {
+            page = page.header("X-Forwarded-Proto", p);
+        }
+        let page = page.send().await.unwrap();
+        let signin = cookie_value(&page, "ordo_signin").unwrap();
+        let csrf = csrf_of(&page.text().await.unwrap()).unwrap();
+        let mut post = http
+            .post(app.url("/sign-in"))
+            .header(COOKIE, format!("ordo_signin={signin}"))
+            .form(&[
+                ("client_id", customer.client_id.as_str()),
+                ("client_secret", customer.client_secret.as_str()),
+                ("csrf", &csrf),
+            ]);
+        if let Some(p) = proto {
+            post = post.header("X-Forwarded-Proto", p);
+        }
+        let signed_in = post.send().await.unwrap();
+        let set = signed_in
+            .headers()
+            .get_all(SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .find(|v| v.starts_with("ordo_session="))
+            .unwrap();
+        assert!(
+            set.contains("HttpOnly") && set.contains("SameSite=Lax"),
+            "{set}"
+        );
+        assert!(set.contains("Max-Age="), "it expires: {set}");
+        assert_eq!(set.contains("Secure"), secure, "{set}");
+    }
+}
+
+#[tokio::test]
 async fn signing_out_ends_the_session_on_the_server() {
     let app = TestApp::spawn().await;
     let console = Console::sign_in(&app, "customer").await;

@@ -1034,7 +1034,8 @@ pub async fn order_page(
             p.small { a href=(back.0) { "← " (back.1) } }
             div.page-head {
                 h1 { "Order " span.mono { (order.id) } }
-                @if follow { span.muted.small { (layout::live_dot("order-live")) "live" } }
+                // Shown while the script follows the order's stream.
+                @if follow { span.muted.small.live-marker data-live-for="order-live" { span.live-dot.on {} "live" } }
             }
             p.sub { "Placed " (layout::time(order.created_at)) @if viewer.principal().role != Role::Customer { " by customer " span.mono { (order.customer_id) } } }
             @if q.placed.is_some() { (layout::notice("ok", "Thank you: your order is placed. This page follows it as it happens.")) }
